@@ -7,7 +7,7 @@ rest of the library can ask one question ("is bf16 fast here?") instead of guess
 from __future__ import annotations
 
 import os
-from functools import lru_cache
+from functools import cache
 
 import torch
 
@@ -41,7 +41,7 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-@lru_cache(maxsize=None)
+@cache
 def cpu_supports_bf16() -> bool:
     """Does this CPU have native bf16 matrix instructions (AVX512-BF16 or AMX)?
 
