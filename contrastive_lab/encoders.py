@@ -1,0 +1,213 @@
+"""Encoders f(.): images -> representations h = f(x), the vector the projection head maps to z.
+
+Two families, both ending in global average pooling and *no* classifier (``fc`` is ``nn.Identity``):
+
+* ``resnet18`` / ``resnet34`` / ``resnet50``: torchvision's own models (He et al. 2016), built with
+  ``torchvision.models.resnetXX(weights=None)`` and then modified in place, so every parameter
+  name is torchvision's and a trained encoder's ``state_dict`` loads into the plain torchvision
+  model (see :func:`torchvision_resnet` for the one exception, the CIFAR stem).
+* ``resnet10`` / ``small_resnet``: :class:`SmallResNet`, the same architecture with fewer blocks
+  and a width multiplier, small enough to train on a 2-core CPU in the chapters' demos.
+
+The CIFAR stem (SimCLR, Chen et al. 2020, App. B.9): "we replace the first 7x7 Conv of stride 2
+with 3x3 Conv of stride 1, and also remove the first max pooling operation". A 32x32 image then
+keeps its resolution through the stem and reaches ``layer4`` as a 4x4 map instead of 1x1.
+
+Every encoder has a ``feature_dim`` attribute: the length of h.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from functools import partial
+
+import torch
+import torchvision
+from torch import nn
+from torchvision.models.resnet import BasicBlock, ResNet
+
+TORCHVISION_RESNETS: tuple[str, ...] = ("resnet18", "resnet34", "resnet50")
+BASE_CHANNELS: tuple[int, int, int, int] = (64, 128, 256, 512)  # torchvision's layer1..layer4 widths
+
+
+def _check_bool(value: object, name: str) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__}).")
+
+
+def _init_conv(conv: nn.Conv2d) -> None:
+    """torchvision's ResNet initialisation for convolutions (He et al. 2015, fan_out mode)."""
+    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+
+
+def cifar_stem_(model: nn.Module) -> nn.Module:
+    """Swap a ResNet's ImageNet stem for the CIFAR stem, in place; return the model.
+
+    ``conv1``: 7x7 stride 2 padding 3 -> 3x3 stride 1 padding 1 (no bias, same channel count);
+    ``maxpool`` -> ``nn.Identity``. Source: SimCLR (Chen et al. 2020), App. B.9.
+    Works on any module with ``conv1`` and ``maxpool`` (a torchvision ResNet or :class:`SmallResNet`),
+    and is the change a user applies to a plain torchvision model before loading our weights.
+    """
+    old = model.conv1
+    model.conv1 = nn.Conv2d(old.in_channels, old.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
+    _init_conv(model.conv1)
+    model.maxpool = nn.Identity()
+    return model
+
+
+def torchvision_resnet(name: str, *, cifar_stem: bool = False, zero_init_residual: bool = False) -> ResNet:
+    """torchvision's ResNet ``name`` without its classifier: forward(x) -> h of shape (B, feature_dim).
+
+    Built as ``torchvision.models.<name>(weights=None, zero_init_residual=...)`` and then
+    ``fc = nn.Identity()`` (so forward returns the globally average-pooled ``layer4`` output,
+    h in R^512 for ResNet-18/34 and R^2048 for ResNet-50). Attributes added: ``feature_dim``,
+    ``cifar_stem``.
+
+    Taking the weights elsewhere: the parameter names are exactly torchvision's, so
+    ``torchvision.models.<name>().load_state_dict(encoder.state_dict(), strict=False)`` reports only
+    ``fc.weight``/``fc.bias`` missing. With ``cifar_stem=True`` the ``conv1`` weight is 3x3, so first
+    apply the same stem change to the torchvision model (``cifar_stem_(model)``: 3x3 stride-1 ``conv1``
+    without bias, ``maxpool = nn.Identity()``), otherwise loading fails with a size mismatch.
+
+    ``zero_init_residual`` sets the last BN scale gamma of every residual branch to 0, so each block
+    starts as the identity (Goyal et al. 2017, "Accurate, Large Minibatch SGD", Sec. 5.1).
+    """
+    if name not in TORCHVISION_RESNETS:
+        raise ValueError(f"unknown torchvision ResNet {name!r}; choose one of {list(TORCHVISION_RESNETS)}.")
+    _check_bool(cifar_stem, "cifar_stem")
+    _check_bool(zero_init_residual, "zero_init_residual")
+    model = getattr(torchvision.models, name)(weights=None, zero_init_residual=zero_init_residual)
+    model.feature_dim = model.fc.in_features  # 512 * block.expansion
+    model.fc = nn.Identity()
+    if cifar_stem:
+        cifar_stem_(model)
+    model.cifar_stem = cifar_stem
+    return model
+
+
+def _scaled(channels: int, width: float) -> int:
+    """round(channels * width), at least 1."""
+    return max(1, int(round(channels * width)))
+
+
+def _check_width_and_blocks(width: float, blocks: Sequence[int]) -> None:
+    if isinstance(width, bool) or not isinstance(width, (int, float)):
+        raise TypeError(f"width must be a positive number, got {width!r} ({type(width).__name__}).")
+    if not width > 0:
+        raise ValueError(f"width must be > 0 (it multiplies the channels 64,128,256,512), got {width}.")
+    ok = len(blocks) == 4 and all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in blocks)
+    if not ok:
+        raise ValueError(f"blocks must be 4 integers >= 1 (blocks per stage), got {blocks!r}.")
+
+
+class SmallResNet(nn.Module):
+    """A width-scaled ResNet of torchvision ``BasicBlock`` s, for CPU demos.
+
+    Stage i has ``blocks[i]`` BasicBlocks with round(c_i * width) channels, c = (64, 128, 256, 512);
+    stages 2-4 halve the resolution (He et al. 2016, Table 1). With ``blocks=(1, 1, 1, 1)`` this is a
+    "ResNet-10" (1 stem conv + 8 block convs + the omitted fc); with ``width=1, blocks=(2, 2, 2, 2)``
+    and ``cifar_stem=False`` it is exactly torchvision's ResNet-18 (same module names, so the state
+    dicts are interchangeable). forward(x) -> h of shape (B, feature_dim), feature_dim = round(512 * width).
+
+    ``cifar_stem`` (default True): 3x3 stride-1 conv1 and no max-pool, SimCLR (Chen et al. 2020), App. B.9.
+    ``zero_init_residual``: each block's last BN gamma = 0 (Goyal et al. 2017, Sec. 5.1).
+    """
+
+    def __init__(
+        self,
+        width: float = 1.0,
+        blocks: Sequence[int] = (1, 1, 1, 1),
+        cifar_stem: bool = True,
+        zero_init_residual: bool = False,
+    ) -> None:
+        super().__init__()
+        _check_width_and_blocks(width, blocks)
+        _check_bool(cifar_stem, "cifar_stem")
+        _check_bool(zero_init_residual, "zero_init_residual")
+        self.width, self.blocks, self.cifar_stem = float(width), tuple(blocks), cifar_stem
+        channels = [_scaled(c, width) for c in BASE_CHANNELS]
+        self.feature_dim = channels[-1]
+        # Module names mirror torchvision.models.ResNet, so state dicts carry over.
+        self.conv1 = nn.Conv2d(3, _scaled(64, width), kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(self.conv1.out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        in_ch = self.conv1.out_channels
+        for i, (out_ch, n) in enumerate(zip(channels, blocks)):
+            setattr(self, f"layer{i + 1}", _make_stage(in_ch, out_ch, n, stride=1 if i == 0 else 2))
+            in_ch = out_ch
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Identity()
+        self._init_weights(zero_init_residual)
+        if cifar_stem:
+            cifar_stem_(self)
+
+    def _init_weights(self, zero_init_residual: bool) -> None:
+        """torchvision's ResNet initialisation: Kaiming-normal convs, BN gamma=1 and beta=0."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                _init_conv(m)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        if zero_init_residual:
+            for m in self.modules():
+                if isinstance(m, BasicBlock):
+                    nn.init.zeros_(m.bn2.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """h = avgpool(layer4(...layer1(maxpool(relu(bn1(conv1(x))))))), flattened to (B, feature_dim)."""
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(x.shape)}.")
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def _make_stage(in_ch: int, out_ch: int, n_blocks: int, stride: int) -> nn.Sequential:
+    """n BasicBlocks; the first one changes resolution/width through a 1x1 conv + BN shortcut
+    (option B of He et al. 2016, Sec. 3.3), laid out as torchvision's ``ResNet._make_layer``."""
+    downsample = None
+    if stride != 1 or in_ch != out_ch:
+        downsample = nn.Sequential(
+            nn.Conv2d(in_ch, out_ch, kernel_size=1, stride=stride, bias=False), nn.BatchNorm2d(out_ch)
+        )
+    layers = [BasicBlock(in_ch, out_ch, stride, downsample)]
+    layers += [BasicBlock(out_ch, out_ch) for _ in range(n_blocks - 1)]
+    return nn.Sequential(*layers)
+
+
+def resnet10(*, width: float = 1.0, cifar_stem: bool = True, zero_init_residual: bool = False) -> SmallResNet:
+    """:class:`SmallResNet` with one BasicBlock per stage ("ResNet-10"); see its docstring."""
+    return SmallResNet(width=width, blocks=(1, 1, 1, 1), cifar_stem=cifar_stem,
+                       zero_init_residual=zero_init_residual)
+
+
+ENCODERS: dict[str, Callable[..., nn.Module]] = {
+    **{name: partial(torchvision_resnet, name) for name in TORCHVISION_RESNETS},
+    "resnet10": resnet10,
+    "small_resnet": SmallResNet,
+}
+
+
+def build_encoder(name: str, **kwargs: object) -> nn.Module:
+    """Build the encoder registered as ``name`` in :data:`ENCODERS` with keyword options ``kwargs``.
+
+    resnet18/34/50 accept ``cifar_stem``, ``zero_init_residual``; resnet10 also ``width``;
+    small_resnet also ``blocks``. Unknown names raise ValueError, unknown options TypeError.
+    """
+    if name not in ENCODERS:
+        raise ValueError(f"unknown encoder {name!r}; valid names: {sorted(ENCODERS)}.")
+    builder = ENCODERS[name]
+    accepted = [p for p in inspect.signature(builder).parameters if p != "self"]
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise TypeError(f"encoder {name!r} does not take {unknown}; it accepts {accepted}.")
+    return builder(**kwargs)
+
+
+__all__ = [
+    "BASE_CHANNELS", "ENCODERS", "TORCHVISION_RESNETS", "SmallResNet", "build_encoder", "cifar_stem_",
+    "resnet10", "torchvision_resnet",
+]
