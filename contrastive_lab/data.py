@@ -433,7 +433,33 @@ def load_cifar10(
     files = _check_split("cifar10", split, CIFAR10_FILES)
     folder = _ensure_folder(ARCHIVES["cifar10"], data_root(root), [*files, "batches.meta"], download)
     classes = _read_class_names(folder / "batches.meta", "label_names")
-    return _read_cifar([folder / f for f in files], "labels", classes, "cifar10", split)
+    ds = _read_cifar([folder / f for f in files], "labels", classes, "cifar10", split)
+    ds.name = cifar10_name(len(ds), split, folder)
+    return ds
+
+
+CIFAR10_SIZES = {"train": 50_000, "test": 10_000}
+
+
+def cifar10_name(count: int, split: str, folder: Path) -> str:
+    """"cifar10" for the full split, else "cifar10-mini" (the shared subset) or "cifar10-partial".
+
+    Numbers measured on a subset must never be reported as CIFAR-10; the dataset's name
+    carries the distinction into every printout, log and figure title.
+    """
+    if count == CIFAR10_SIZES[split]:
+        return "cifar10"
+    return "cifar10-mini" if "cifar10-mini" in str(folder) else "cifar10-partial"
+
+
+def load_book_data(split: str = "train", root: str | os.PathLike | None = None, synthetic_size: int = 2000):
+    """The chapters' data: CIFAR-10 (downloaded on first use), or the synthetic textures when it
+    is not there and cannot be downloaded (offline), with a one-line note saying so."""
+    try:
+        return load_cifar10(split, root=root)
+    except DatasetNotFoundError as err:
+        print(f"CIFAR-10 unavailable ({str(err).splitlines()[0]}); using the synthetic dataset instead.")
+        return make_synthetic(n=synthetic_size, split="test" if split == "test" else "train")
 
 
 def load_cifar100(

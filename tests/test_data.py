@@ -120,7 +120,7 @@ def test_cifar10_mini_loads_exactly_the_pickled_bytes(cifar10_mini_root, split, 
     assert ds.labels.dtype == torch.int64
     np.testing.assert_array_equal(ds.images.numpy(), images)
     np.testing.assert_array_equal(ds.labels.numpy(), labels)
-    assert ds.classes == CIFAR10_NAMES and ds.name == "cifar10" and ds.split == split
+    assert ds.classes == CIFAR10_NAMES and ds.name == "cifar10-mini" and ds.split == split
     assert f"{count} images" in repr(ds)
 
 
@@ -694,3 +694,27 @@ def test_load_dataset_rejects_unknown_names_and_roots_for_synthetic(tmp_path):
         data.load_dataset("synthetic", root=tmp_path)
     with pytest.raises(ValueError, match="unknown split 'dev' for cifar10; valid splits: train, test"):
         data.load_dataset("cifar10", split="dev", root=tmp_path)
+
+
+def test_cifar10_mini_is_named_as_a_subset(cifar10_mini_root):
+    from contrastive_lab.data import cifar10_name, load_book_data, load_cifar10
+
+    assert load_cifar10("test", root=cifar10_mini_root).name == "cifar10-mini"
+    assert cifar10_name(50_000, "train", Path("/x/cifar-10-batches-py")) == "cifar10"
+    assert cifar10_name(123, "train", Path("/x/cifar-10-batches-py")) == "cifar10-partial"
+    assert load_book_data("test", root=cifar10_mini_root).name == "cifar10-mini"
+
+
+def test_book_data_falls_back_to_synthetic_when_offline(tmp_path, monkeypatch, capsys):
+    import urllib.error
+    import urllib.request
+
+    from contrastive_lab.data import load_book_data
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    ds = load_book_data("train", root=tmp_path, synthetic_size=40)
+    assert ds.name == "synthetic" and len(ds) == 40
+    assert "using the synthetic dataset instead" in capsys.readouterr().out

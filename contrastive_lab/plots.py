@@ -1,0 +1,123 @@
+"""Figures the chapters and the run folder share: image grids, curves, retrieval and embeddings.
+
+Every function draws onto a matplotlib Figure and returns it; ``run_figures`` saves the four
+figures of a training run into ``<run>/figures/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib.pyplot as plt  # headless machines fall back to the Agg backend by themselves
+import torch
+from torch import Tensor
+
+
+def to_display(images: Tensor, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> Tensor:
+    """(N,3,H,W) uint8, [0,1] float, or normalised float (give mean/std) -> (N,H,W,3) float in [0,1]."""
+    x = images.detach().cpu()
+    if x.dtype == torch.uint8:
+        x = x.float() / 255.0
+    elif mean is not None and std is not None:
+        x = x.float() * torch.tensor(std).view(1, 3, 1, 1) + torch.tensor(mean).view(1, 3, 1, 1)
+    return x.float().clamp(0, 1).permute(0, 2, 3, 1)
+
+
+def image_grid(images: Tensor, nrow: int, titles: Sequence[str] | None = None, scale: float = 1.2, **norm):
+    """A grid of images with optional titles; ``norm`` = mean=..., std=... for normalised input."""
+    pics = to_display(images, **norm)
+    ncol = nrow
+    rows = (len(pics) + ncol - 1) // ncol
+    fig, axes = plt.subplots(rows, ncol, figsize=(scale * ncol, scale * rows + (0.3 if titles else 0)))
+    for i, ax in enumerate(axes.flat if hasattr(axes, "flat") else [axes]):
+        ax.axis("off")
+        if i < len(pics):
+            ax.imshow(pics[i].numpy(), interpolation="nearest")
+            if titles is not None:
+                ax.set_title(titles[i], fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def curve(xs, ys, xlabel: str, ylabel: str, title: str, label: str | None = None, ax=None):
+    """A single line plot (returns the figure)."""
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+    else:
+        fig = ax.figure
+    ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, label=label)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3)
+    if label:
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def pca_2d(features: Tensor) -> Tensor:
+    """Project L2-normalised features on their top-2 principal components (N, 2)."""
+    f = torch.nn.functional.normalize(features.float(), dim=1)
+    f = f - f.mean(0, keepdim=True)
+    _, _, v = torch.linalg.svd(f, full_matrices=False)
+    return f @ v[:2].T
+
+
+def embedding_plot(features: Tensor, labels: Tensor, classes: Sequence[str], title: str):
+    """Scatter of the 2-D PCA projection, coloured by class."""
+    xy = pca_2d(features).numpy()
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+    for c, name in enumerate(classes):
+        m = (labels == c).numpy()
+        if m.any():
+            ax.scatter(xy[m, 0], xy[m, 1], s=6, color=cmap(c % cmap.N), label=name, alpha=0.7)
+    ax.set(title=title, xlabel="PC 1", ylabel="PC 2")
+    if len(classes) <= 10:
+        ax.legend(fontsize=6, markerscale=2, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def retrieval_grid(query_images, query_feats, gallery_images, gallery_feats, n_queries=6, k=7, title=""):
+    """Each row: a query image, then its k nearest gallery images by cosine similarity."""
+    q = torch.nn.functional.normalize(query_feats[:n_queries].float(), dim=1)
+    g = torch.nn.functional.normalize(gallery_feats.float(), dim=1)
+    nearest = (q @ g.T).topk(k, dim=1).indices
+    rows = [torch.cat([query_images[i : i + 1], gallery_images[nearest[i]]]) for i in range(len(q))]
+    fig = image_grid(torch.cat(rows), nrow=k + 1, scale=1.0)
+    fig.suptitle(title or "query (left) and its nearest neighbours", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def run_figures(out: Path, encoder, train_ds, test_ds, device, cfg) -> list[Path]:
+    """Loss curve, kNN curve, nearest-neighbour retrieval grid and 2-D embedding of a run."""
+    from .engine import encode, read_metrics
+
+    fig_dir = Path(out) / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    rows = read_metrics(Path(out) / "metrics.csv")
+    saved = []
+
+    def save(fig, name):
+        path = fig_dir / name
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        saved.append(path)
+
+    loss = [(r["step"], r["loss"]) for r in rows if "loss" in r]
+    if loss:
+        save(curve(*zip(*loss), "step", "training loss", f"{cfg.method} loss"), "loss.png")
+    knn = [(r["epoch"], r["knn_top1"]) for r in rows if "knn_top1" in r]
+    if knn:
+        save(curve(*zip(*knn), "epoch", "kNN top-1", f"kNN monitor ({cfg.dataset} {cfg.test_split})"), "knn.png")
+    if test_ds is not None and hasattr(test_ds, "images"):
+        n = min(len(test_ds), 2000)
+        test_images, test_labels = test_ds.images[:n], test_ds.labels[:n]
+        f_test = encode(encoder, test_images, cfg, device)
+        gallery = train_ds.images[: min(len(train_ds), 5000)]
+        f_gallery = encode(encoder, gallery, cfg, device)
+        save(retrieval_grid(test_images, f_test, gallery, f_gallery, title="nearest neighbours of h"), "retrieval.png")
+        save(embedding_plot(f_test, test_labels, test_ds.classes, "test features h (PCA)"), "embedding.png")
+    return saved

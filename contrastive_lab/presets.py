@@ -1,0 +1,358 @@
+"""Training configurations: one flat dataclass, and named presets that fill it in.
+
+A preset is a small, readable function returning a :class:`Config`. The CLI resolves
+``--preset NAME`` and then applies ``key=value`` overrides, so any field can be changed from
+the command line (``epochs=1 batch_size=64 dataset=synthetic``). The resolved config is saved
+into the run folder as ``config.json`` and inside every checkpoint.
+
+Every default says where it comes from. Where a CPU preset departs from the paper (smaller
+encoder, fewer epochs) the reason is the 2-core, 10-minute budget the book is written for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+
+@dataclass
+class Config:
+    """Everything a training run needs. Field groups follow the data flow."""
+
+    # method
+    method: str = "simclr"  # simclr | moco_v1 | moco_v2 | instdisc | cpc (see methods.METHODS)
+    # data
+    dataset: str = "cifar10"  # see data.load_dataset
+    data_root: str | None = None  # None -> $CONTRASTIVE_LAB_DATA or <repo>/data
+    train_split: str = "train"
+    test_split: str = "test"
+    subset: int = 0  # >0: use only the first `subset` training images (smoke runs)
+    synthetic_size: int = 5000  # images per split when dataset=synthetic
+    # views
+    recipe: str = "simclr_cifar"  # see augment.RECIPES
+    image_size: int = 32
+    view_ops: str = "all"  # or a comma list of the ops to keep: crop,flip,jitter,gray,blur (SimCLR Fig. 5)
+    # encoder f and head g
+    encoder: str = "resnet18"
+    cifar_stem: bool = True
+    width: float = 1.0  # width multiplier (small ResNets only)
+    head: str = "simclr_v1"  # see heads.build_head
+    proj_dim: int = 128  # SimCLR Sec. 2.1 / B.4: z is 128-d
+    hidden_dim: int = 0  # 0 -> the head preset's default
+    # loss
+    temperature: float = 0.5  # SimCLR Table 5 / B.9: 0.5 for CIFAR-10
+    # method-specific (ignored by methods that do not use them; methods validate what they use)
+    queue_size: int = 4096  # MoCo K
+    momentum_ema: float = 0.99  # MoCo m
+    ema_schedule: str = "constant"  # constant | cosine: m rises from momentum_ema to 1 (BYOL Sec. 3.2)
+    symmetric: bool = False  # MoCo: loss(q1,k2) + loss(q2,k1) (MoCo CIFAR-10 demo)
+    shuffle_bn: bool = True  # MoCo Sec. 3.3: shuffle the key batch across devices / BN splits
+    bn_splits: int = 1  # >1: split ("ghost") BN simulating this many GPUs (MoCo CIFAR-10 demo: 8)
+    num_negatives: int = 4096  # InstDisc: memory-bank negatives per positive (Wu et al. 2018, Sec. 4)
+    bank_momentum: float = 0.5  # InstDisc: v <- normalize(m v + (1-m) f) (official code, --nce-m)
+    bank_loss: str = "nce"  # InstDisc: nce (Wu et al. Eq. 6) | infonce (MoCo Eq. 1 on bank negatives)
+    proximal: float = 0.0  # InstDisc proximal term lambda ||f_i - v_i||^2 (Wu et al. Sec. 3.3); 0 = off
+    # optimisation
+    optimizer: str = "lars"  # sgd | adamw | lars
+    lr: float = 0.0  # 0 -> base_lr scaled by the batch size (optim.scale_lr)
+    base_lr: float = 0.3  # SimCLR App. B.1: lr = 0.3 x BatchSize / 256
+    lr_scaling: str = "linear"  # linear | sqrt
+    weight_decay: float = 1e-6  # SimCLR App. B.1 (LARS)
+    momentum: float = 0.9
+    warmup_epochs: float = 10.0  # SimCLR App. B.1
+    grad_clip: float = 0.0  # 0 -> off
+    batch_size: int = 512
+    epochs: int = 100
+    max_steps: int = 0  # >0: stop after this many optimizer steps
+    time_budget_s: float = 0.0  # >0: stop training after this much wall time (benchmarks)
+    # execution
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "auto"  # auto (bf16 where the hardware has it) | fp32 | bf16 | fp16
+    channels_last: bool = True
+    compile: bool = False
+    num_workers: int = 4  # DataLoader workers (ImageFolder data only)
+    # monitoring and checkpoints
+    knn_every: int = 0  # epochs between kNN monitor evaluations (0 -> only at the end)
+    knn_k: int = 200  # Wu et al. 2018 Sec. 3.4 / MoCo's monitor
+    knn_t: float = 0.1
+    knn_max_train: int = 0  # >0: subsample the kNN memory (big datasets)
+    checkpoint_every: int = 200  # optimizer steps between checkpoints (and one at the end)
+    tensorboard: bool = False
+    figures: bool = True
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with some fields changed (validated)."""
+        return validate(dataclasses.replace(self, **changes))
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+
+def validate(cfg: Config) -> Config:
+    """Check value ranges, so a typo fails before any training starts."""
+    positive = ["image_size", "batch_size", "epochs", "proj_dim", "knn_k", "checkpoint_every"]
+    for name in positive:
+        if getattr(cfg, name) <= 0:
+            raise ValueError(f"{name} must be > 0, got {getattr(cfg, name)}")
+    if not cfg.temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {cfg.temperature}")
+    _check_view_ops(cfg.view_ops)
+    if cfg.precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise ValueError(f"precision must be one of auto, fp32, bf16, fp16; got {cfg.precision!r}")
+    if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):
+        raise ValueError(f"device must be auto, cpu or cuda[:N]; got {cfg.device!r}")
+    for name in ["lr", "weight_decay", "warmup_epochs", "grad_clip", "max_steps", "time_budget_s", "subset"]:
+        if getattr(cfg, name) < 0:
+            raise ValueError(f"{name} must be >= 0, got {getattr(cfg, name)}")
+    return cfg
+
+
+VIEW_OPS = ("crop", "flip", "jitter", "gray", "blur")
+
+
+def _check_view_ops(view_ops: str) -> list[str]:
+    """The ops a ``view_ops`` string keeps ("all" = every op of the recipe)."""
+    if view_ops == "all":
+        return list(VIEW_OPS)
+    ops = [op.strip() for op in view_ops.split(",") if op.strip()]
+    unknown = sorted(set(ops) - set(VIEW_OPS))
+    if unknown:
+        raise ValueError(f"view_ops: unknown op(s) {unknown}; use 'all' or a comma list of {', '.join(VIEW_OPS)}")
+    return ops
+
+
+def _parse_value(text: str, kind: type) -> Any:
+    """Turn the right-hand side of ``key=value`` into the field's type."""
+    if kind is bool:
+        lowered = text.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"expected true/false, got {text!r}")
+    if text.lower() in ("none", "null") and kind is not str:
+        return None
+    return kind(text)
+
+
+_TYPES = {"int": int, "float": float, "str": str, "bool": bool, "str | None": str}
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Apply ``["epochs=1", "dataset=synthetic"]`` to a config; unknown keys list the valid ones."""
+    by_name = {f.name: f for f in fields(Config)}
+    changes: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like key=value (e.g. epochs=1)")
+        key, text = item.split("=", 1)
+        key = key.strip().replace("-", "_")
+        if key not in by_name:
+            raise ValueError(f"unknown config key {key!r}; valid keys: {', '.join(sorted(by_name))}")
+        kind = _TYPES[str(by_name[key].type)]
+        try:
+            changes[key] = _parse_value(text.strip(), kind)
+        except ValueError as err:
+            raise ValueError(f"bad value for {key}: {err}") from None
+    return cfg.replace(**changes)
+
+
+# --------------------------------------------------------------------------------------
+# Presets
+# --------------------------------------------------------------------------------------
+
+
+def simclr_cifar10_cpu() -> Config:
+    """SimCLR on CIFAR-10, sized for a 2-core CPU and a budget of minutes (``make demo``).
+
+    From SimCLR App. B.9 (CIFAR-10): the CIFAR stem (3x3 conv, no max-pool), colour jitter
+    strength s=0.5, no blur, temperature 0.5, LARS with lr = 0.3 x B/256 (App. B.1) and
+    weight decay 1e-6. Departures for the CPU budget: a ResNet-10 at half width instead of
+    ResNet-50, batch 256 instead of 1024, a few epochs instead of 100-1000, 1 warmup epoch.
+    bf16 autocast is used when the CPU has native bf16 (precision=auto).
+    """
+    return Config(
+        method="simclr",
+        dataset="cifar10",
+        recipe="simclr_cifar",
+        encoder="resnet10",
+        width=0.5,
+        head="simclr_v1",
+        temperature=0.5,
+        optimizer="lars",
+        base_lr=0.3,
+        weight_decay=1e-6,
+        batch_size=256,
+        epochs=15,
+        warmup_epochs=1.0,
+        knn_every=5,
+        checkpoint_every=100,
+    )
+
+
+def simclr_cifar10() -> Config:
+    """SimCLR on full CIFAR-10 following App. B.9: ResNet-50 with the CIFAR stem, s=0.5, no blur.
+
+    App. B.9 sweeps batch size {256..4096}, lr {0.5, 1.0, 1.5} and T {0.1, 0.5, 1.0} with LARS
+    and reports T=0.5 best; this preset takes batch 1024, lr 1.0, 1000 epochs (their longest).
+    For one GPU; check the numbers against your own reading of App. B.9 before a long run.
+    """
+    return Config(
+        method="simclr",
+        dataset="cifar10",
+        recipe="simclr_cifar",
+        encoder="resnet50",
+        head="simclr_v1",
+        temperature=0.5,
+        optimizer="lars",
+        lr=1.0,  # absolute lr (App. B.9 sweep); not rescaled by the batch size
+        weight_decay=1e-6,
+        batch_size=1024,
+        epochs=1000,
+        warmup_epochs=10.0,
+        knn_every=10,
+        checkpoint_every=500,
+    )
+
+
+# MoCo and InstDisc -----------------------------------------------------------------------
+# The CPU presets train on cifar10-mini (5085 images, 19 steps of 256 per epoch). Two numbers
+# have to shrink with the dataset and with the run:
+# * the queue / bank negatives K = 1024 (20% of the images). MoCo's K = 65536 is 5% of
+#   ImageNet; with K close to the dataset size the queue would mostly hold an *older key of the
+#   query's own image* (seen within the last K/B steps) as a "negative". The bank excludes the
+#   positive explicitly, but K near n would just draw the same entries again and again.
+# * the key-encoder momentum m = 0.99 (MoCo CIFAR-10 demo), not ImageNet's 0.999: the EMA
+#   averages over ~1/(1-m) steps, 1000 steps for 0.999, longer than a whole CPU run (~300 steps).
+
+
+def moco_v2_cifar10_cpu() -> Config:
+    """MoCo v2 on CIFAR-10 for a 2-core CPU (chapters 07-08).
+
+    MoCo v2 (Chen et al. 2020, "Improved Baselines ...", Table 1): MLP head (hidden = feature dim,
+    ReLU, 128-d out), blur in the views (recipe ``moco_v2``), cosine lr, T = 0.2. CPU-sized after the
+    MoCo CIFAR-10 demo (Colab by K. He): CIFAR stem, split BN with 8 splits (8 simulated GPUs of 32
+    images), shuffling BN, SGD lr 0.06 / wd 5e-4, m = 0.99. Departures: a ResNet-10 at half width,
+    batch 256, K = 1024 (see the note above), 15 epochs.
+    """
+    return Config(
+        method="moco_v2",
+        dataset="cifar10",
+        recipe="moco_v2",
+        encoder="resnet10",
+        width=0.5,
+        head="moco_v2",
+        proj_dim=128,
+        temperature=0.2,
+        queue_size=1024,
+        momentum_ema=0.99,
+        bn_splits=8,
+        shuffle_bn=True,
+        optimizer="sgd",
+        lr=0.06,
+        weight_decay=5e-4,
+        momentum=0.9,
+        warmup_epochs=0.0,
+        batch_size=256,
+        epochs=15,
+        knn_every=5,
+        checkpoint_every=100,
+    )
+
+
+def moco_v1_cifar10_cpu() -> Config:
+    """MoCo v1 on CIFAR-10 for a 2-core CPU: :func:`moco_v2_cifar10_cpu` with v1's choices.
+
+    MoCo v1 (He et al. 2019, Sec. 3.3 and 4.1): linear 128-d head (the ResNet's fc), T = 0.07, views
+    without blur (recipe ``moco_v1``). v1 decays the lr in steps; the engine only has cosine, so
+    the "+cos" row of MoCo v2 Table 1 cannot be separated here.
+    """
+    return moco_v2_cifar10_cpu().replace(method="moco_v1", recipe="moco_v1", head="linear", temperature=0.07)
+
+
+def instdisc_cifar10_cpu() -> Config:
+    """Instance discrimination with a memory bank (Wu et al. 2018) on CIFAR-10 for a 2-core CPU.
+
+    Wu et al. Sec. 3-4 and the official code: linear 128-d head, T = 0.07, NCE with K noise entries
+    per sample, bank momentum 0.5, SGD. Views as MoCo v1 (which took them from this paper). CPU
+    sizes as :func:`moco_v2_cifar10_cpu` (ResNet-10 x 0.5, batch 256, split BN, K = 1024 of the
+    5085 bank entries, lr 0.06, wd 5e-4, 15 epochs).
+    """
+    return moco_v1_cifar10_cpu().replace(method="instdisc", num_negatives=1024, bank_momentum=0.5)
+
+
+def _imagenet_r50(**changes: Any) -> Config:
+    """ResNet-50 on ImageNet (an ImageFolder with train/ and val/ under data_root), batch 256."""
+    base = Config(
+        dataset="imagefolder",
+        test_split="val",
+        image_size=224,
+        encoder="resnet50",
+        cifar_stem=False,
+        proj_dim=128,
+        optimizer="sgd",
+        lr=0.03,
+        weight_decay=1e-4,
+        momentum=0.9,
+        warmup_epochs=0.0,
+        batch_size=256,
+        epochs=200,
+        num_workers=8,
+        knn_max_train=100_000,
+        checkpoint_every=1000,
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def moco_v1_imagenet_r50() -> Config:
+    """MoCo v1, ResNet-50 on ImageNet-1k (He et al. 2019, Sec. 3.3 and 4): linear 128-d head, T = 0.07,
+    K = 65536, m = 0.999, SGD lr 0.03 (batch 256 on 8 GPUs), wd 1e-4, momentum 0.9, 200 epochs.
+
+    Departures: the paper divides the lr by 10 at epochs 120 and 160; the engine uses cosine. The
+    paper applies weight decay to every parameter; optim.param_groups spares BN and biases. On 8 GPUs
+    the engine converts BN to SyncBatchNorm, so the key batch's statistics are global (shuffling BN
+    then has no effect; global BN is the other cure for the leak, SimCLR Sec. 2.2).
+    """
+    return _imagenet_r50(method="moco_v1", recipe="moco_v1", head="linear", temperature=0.07,
+                         queue_size=65536, momentum_ema=0.999)
+
+
+def moco_v2_imagenet_r50() -> Config:
+    """MoCo v2, ResNet-50 on ImageNet-1k (Chen et al. 2020, Sec. 2 and Table 1): v1 plus a 2-layer MLP
+    head (hidden 2048, ReLU), blur in the views (``aug+``), cosine lr, T = 0.2; batch 256, lr 0.03,
+    K = 65536, m = 0.999, 200 epochs (67.5% linear top-1 in Table 1). See moco_v1_imagenet_r50 for
+    the departures (weight decay groups, BN under DDP)."""
+    return _imagenet_r50(method="moco_v2", recipe="moco_v2", head="moco_v2", temperature=0.2,
+                         queue_size=65536, momentum_ema=0.999)
+
+
+def instdisc_imagenet_r50() -> Config:
+    """InstDisc, ResNet-50 on ImageNet-1k (Wu et al. 2018, Sec. 4): 128-d features, T = 0.07, NCE with
+    4096 noise samples, memory momentum 0.5 (official code), SGD lr 0.03, batch 256, 200 epochs,
+    weight decay 1e-4 (the official script's default). Departure: the paper divides the lr by 10 at
+    epoch 120 and 160; the engine uses cosine."""
+    return _imagenet_r50(method="instdisc", recipe="moco_v1", head="linear", temperature=0.07,
+                         num_negatives=4096, bank_momentum=0.5, bank_loss="nce")
+
+
+PRESETS: dict[str, Callable[[], Config]] = {
+    "simclr-cifar10-cpu": simclr_cifar10_cpu,
+    "simclr-cifar10": simclr_cifar10,
+    "moco-v1-cifar10-cpu": moco_v1_cifar10_cpu,
+    "moco-v2-cifar10-cpu": moco_v2_cifar10_cpu,
+    "instdisc-cifar10-cpu": instdisc_cifar10_cpu,
+    "moco-v1-imagenet-r50": moco_v1_imagenet_r50,
+    "moco-v2-imagenet-r50": moco_v2_imagenet_r50,
+    "instdisc-imagenet-r50": instdisc_imagenet_r50,
+}
+
+
+def get_preset(name: str) -> Config:
+    """The named preset as a validated :class:`Config`."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; valid presets: {', '.join(sorted(PRESETS))}")
+    return validate(PRESETS[name]())

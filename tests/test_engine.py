@@ -1,0 +1,214 @@
+"""The training engine: exact resume, atomic checkpoints, NaN handling, Ctrl-C, logs, DDP equality."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from contrastive_lab import engine
+from contrastive_lab.engine import TrainingDiverged, load_checkpoint, save_checkpoint, train
+from contrastive_lab.presets import get_preset
+
+
+def tiny_config(**changes):
+    """A SimCLR run that takes a second or two: synthetic data, a very thin ResNet-10."""
+    base = dict(
+        dataset="synthetic",
+        synthetic_size=96,
+        image_size=16,
+        encoder="resnet10",
+        width=0.125,
+        batch_size=32,
+        epochs=2,
+        warmup_epochs=0.5,
+        precision="fp32",
+        knn_every=0,
+        knn_k=10,
+        checkpoint_every=1000,
+        figures=False,
+    )
+    base.update(changes)
+    return get_preset("simclr-cifar10-cpu").replace(**base)
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(run / "checkpoints" / "last.pt")["method"]
+
+
+def test_two_epochs_equal_one_epoch_resume_one_epoch_bit_for_bit(tmp_path):
+    cfg = tiny_config()
+    straight = train(cfg, tmp_path / "straight", verbose=False)
+    first = train(cfg, tmp_path / "resumed", verbose=False, stop_at_step=straight["steps_per_epoch"])
+    assert first["stop_reason"] == "interrupted" and first["step"] == straight["steps_per_epoch"]
+    second = train(cfg, tmp_path / "resumed", resume=True, verbose=False)
+    assert second["step"] == straight["step"] == 2 * straight["steps_per_epoch"]
+    a, b = weights(tmp_path / "straight"), weights(tmp_path / "resumed")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), f"{key} differs after resume"
+    opt_a = load_checkpoint(tmp_path / "straight/checkpoints/last.pt")["optimizer"]
+    opt_b = load_checkpoint(tmp_path / "resumed/checkpoints/last.pt")["optimizer"]
+    for sa, sb in zip(opt_a["state"].values(), opt_b["state"].values()):
+        for k in sa:
+            assert torch.equal(torch.as_tensor(sa[k]), torch.as_tensor(sb[k]))
+
+
+def test_mid_epoch_resume_is_exact(tmp_path):
+    cfg = tiny_config(epochs=1)
+    straight = train(cfg, tmp_path / "a", verbose=False)
+    train(cfg, tmp_path / "b", verbose=False, stop_at_step=1)
+    train(cfg, tmp_path / "b", resume=True, verbose=False)
+    a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
+    assert straight["step"] == 3
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_run_folder_layout_and_metrics(tmp_path):
+    cfg = tiny_config(epochs=1, figures=True)
+    result = train(cfg, tmp_path / "run", verbose=False)
+    run = tmp_path / "run"
+    for name in ["config.json", "metrics.csv", "checkpoints/last.pt", "results.json"]:
+        assert (run / name).is_file(), name
+    assert {p.name for p in (run / "figures").iterdir()} >= {"loss.png", "knn.png", "retrieval.png", "embedding.png"}
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    knn = [float(r["knn_top1"]) for r in rows if r["knn_top1"]]
+    assert len(knn) == 2 and knn[0] == result["knn_random"] and knn[-1] == result["knn_final"]
+    losses = [float(r["loss"]) for r in rows if r["loss"]]
+    assert losses and all(value > 0 for value in losses)
+
+
+def test_starting_over_an_existing_run_is_refused(tmp_path):
+    cfg = tiny_config(epochs=1)
+    train(cfg, tmp_path / "run", verbose=False)
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(cfg, tmp_path / "run", verbose=False)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        train(cfg, tmp_path / "other", resume=True, verbose=False)
+
+
+class _NaNAfter(torch.nn.Module):
+    """Wraps a method; its loss becomes NaN from call number ``n`` on."""
+
+    def __init__(self, method, n):
+        super().__init__()
+        self.inner, self.n, self.calls = method, n, 0
+        self.encoder = method.encoder
+
+    def forward(self, *args):
+        loss, logs = self.inner(*args)
+        self.calls += 1
+        return (loss * float("nan") if self.calls > self.n else loss), logs
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    real = engine.build_method
+    monkeypatch.setattr(engine, "build_method", lambda cfg: _NaNAfter(real(cfg), n=2))
+    cfg = tiny_config(epochs=2, checkpoint_every=1)
+    with pytest.raises(TrainingDiverged, match=r"loss is nan at step 2 .*last good checkpoint"):
+        train(cfg, tmp_path / "run", verbose=False)
+    state = load_checkpoint(tmp_path / "run/checkpoints/last.pt")
+    assert state["step"] == 2
+    assert all(torch.isfinite(v).all() for v in state["method"].values() if v.is_floating_point())
+
+
+def test_stop_request_saves_and_exits_cleanly(tmp_path, monkeypatch):
+    """Ctrl-C sets StopFlag.requested; the step finishes, a checkpoint is written, train returns."""
+    original_enter = engine.StopFlag.__enter__
+
+    def enter(self):
+        original_enter(self)
+        self.requested = True  # as if Ctrl-C arrived during the first step
+        return self
+
+    monkeypatch.setattr(engine.StopFlag, "__enter__", enter)
+    result = train(tiny_config(), tmp_path / "run", verbose=False)
+    assert result["stop_reason"] == "interrupted" and result["step"] == 1
+    assert load_checkpoint(tmp_path / "run/checkpoints/last.pt")["step"] == 1
+
+
+def test_sigint_handler_sets_the_flag_then_second_press_aborts():
+    with engine.StopFlag() as flag:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        assert flag.requested
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+
+
+def test_checkpoint_roundtrip_and_corrupt_file_message(tmp_path):
+    path = tmp_path / "ck.pt"
+    save_checkpoint({"version": engine.CHECKPOINT_VERSION, "w": torch.arange(5)}, path)
+    assert torch.equal(load_checkpoint(path)["w"], torch.arange(5))
+    assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"], "temporary file left behind"
+    path.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(RuntimeError, match="cannot read checkpoint .*ck.pt"):
+        load_checkpoint(path)
+
+
+def test_sigkill_during_checkpoint_write_leaves_the_last_checkpoint_loadable(tmp_path):
+    """A writer process saves a 40 MB checkpoint in a loop; we SIGKILL it at random moments."""
+    path = tmp_path / "last.pt"
+    script = textwrap.dedent(
+        f"""
+        import torch
+        from contrastive_lab.engine import save_checkpoint, CHECKPOINT_VERSION
+        i = 0
+        while True:
+            i += 1
+            save_checkpoint({{"version": CHECKPOINT_VERSION, "i": i,
+                              "w": torch.full((10_000_000,), float(i))}}, {str(path)!r})
+            print(i, flush=True)
+        """
+    )
+    generator = torch.Generator().manual_seed(0)
+    for trial in range(4):
+        proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+        proc.stdout.readline()  # at least one checkpoint is complete
+        time.sleep(float(torch.rand((), generator=generator)) * 0.3)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        state = load_checkpoint(path)
+        assert torch.all(state["w"] == float(state["i"])), f"trial {trial}: torn checkpoint"
+
+
+@pytest.mark.distributed
+def test_ddp_step_on_two_gloo_processes_equals_one_process_on_the_full_batch(tmp_path):
+    """One optimizer step of SimCLR (with BN, made global) on 2 ranks == 1 process, full batch."""
+    from tests._dist import run_ranks
+
+    cfg = tiny_config(max_steps=1, epochs=1, batch_size=16, weight_decay=1e-4, optimizer="sgd", lr=0.5)
+    single = tmp_path / "single"
+    train(cfg, single, verbose=False)
+    run_ranks(_ddp_train_worker, world_size=2, args=(cfg, str(tmp_path / "ddp")))
+    a, b = weights(single), weights(tmp_path / "ddp")
+    before = engine.build_method(cfg).state_dict()
+    moved = [k for k in a if a[k].is_floating_point() and not torch.equal(a[k], before[k])]
+    assert len(moved) > 10, "the step did not change the weights"
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5, msg=f"{key} differs")
+
+
+def _ddp_train_worker(rank, world_size, cfg, out):
+    train(cfg, out, verbose=False)
+
+
+def test_view_ops_switch_operations_to_their_identity():
+    cfg = tiny_config(view_ops="crop,jitter")
+    recipe = engine.view_recipe(cfg)
+    assert recipe.size == cfg.image_size
+    assert recipe.crop_scale == (0.08, 1.0) and recipe.jitter_p == 0.8
+    assert recipe.flip_p == recipe.gray_p == recipe.blur_p == 0.0
+    only_color = engine.view_recipe(tiny_config(view_ops="jitter"))
+    assert only_color.crop_scale == (1.0, 1.0) and only_color.crop_ratio == (1.0, 1.0)
+    with pytest.raises(ValueError, match=r"unknown op\(s\) \['colour'\]"):
+        tiny_config(view_ops="crop,colour")
