@@ -14,7 +14,7 @@ CHAPTERS := $(sort $(wildcard chapters/[0-9][0-9]_*.ipynb))
 # path, a broken conftest), never success, so it fails with a message instead of passing quietly.
 PYTEST = run() { "$$@"; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose" >&2; exit 1; fi; exit $$rc; }; run $(BIN)/python -m pytest
 
-.PHONY: demo install test unit chapters lint lab sync-chapters execute-chapters constraints clean help
+.PHONY: demo bench bench-env install test unit chapters lint lab sync-chapters execute-chapters constraints clean help
 
 help:
 	@sed -n '1,5p' Makefile
@@ -62,5 +62,19 @@ constraints: $(STAMP)
 	  $(BIN)/pip freeze --exclude-editable | grep -v -i '^contrastive' | sort -f; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt
 
+# Benchmarks (results go to BENCHMARKS.md). The peer library (lightly) lives only in .venv-bench.
+BENCH_VENV := .venv-bench
+$(BENCH_VENV)/.installed-stamp: pyproject.toml constraints.txt benchmarks/requirements.txt
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet -c constraints.txt -e . -r benchmarks/requirements.txt
+	touch $@
+
+bench-env: $(BENCH_VENV)/.installed-stamp
+
+bench: bench-env
+	$(BENCH_VENV)/bin/python benchmarks/bench_views.py
+	$(BENCH_VENV)/bin/python benchmarks/bench_nt_xent.py
+	$(BENCH_VENV)/bin/python benchmarks/bench_train.py
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache

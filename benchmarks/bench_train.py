@@ -1,0 +1,219 @@
+"""Training benchmarks for the demo preset (issue: engine). Results go to BENCHMARKS.md.
+
+Measures, in one run, on cifar10-mini (or whatever CONTRASTIVE_LAB_DATA points at):
+
+1. throughput of the demo training step (batched views on the device + model) against the
+   model-only bound (the same step on pre-made views: no augmentation at all);
+2. fp32 vs bf16-autocast throughput of the model step;
+3. quality at a fixed budget: kNN top-1 (k=200, T=0.1) on the test split after BUDGET seconds
+   of training with the `simclr-cifar10-cpu` preset;
+4. the same budget with lightly's SimCLR pipeline (per-image SimCLRTransform views in a
+   DataLoader, lightly's NTXentLoss) on the same encoder, head, optimiser and precision.
+   Needs `lightly` (installed only in the benchmark environment: `make bench-env`).
+
+    python benchmarks/bench_train.py --budget 420 --out benchmarks/results/bench_train.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from contrastive_lab.augment import BatchedViews
+from contrastive_lab.engine import encode, load_split, resolve_lr, train, view_recipe
+from contrastive_lab.evaluate import knn_accuracy
+from contrastive_lab.methods import build_method
+from contrastive_lab.optim import build_optimizer, build_scheduler
+from contrastive_lab.presets import get_preset
+from contrastive_lab.runtime import autocast_dtype
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {
+        "cpu": cpu,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def timed_steps(step_fn, n: int, warmup: int = 2) -> float:
+    """Median seconds per call of ``step_fn`` over ``n`` calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        step_fn()
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        step_fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def throughput(cfg, images: torch.Tensor, n: int) -> dict:
+    """Images per second of the full step vs the model-only bound, in fp32 and in bf16."""
+    views = BatchedViews(view_recipe(cfg))
+    gen = torch.Generator().manual_seed(0)
+    batch = images[: cfg.batch_size]
+    out = {"fp32": measure_steps(cfg, None, views, batch, gen, n)}
+    bf16 = autocast_dtype("cpu")
+    out["bf16"] = measure_steps(cfg, bf16, views, batch, gen, n) if bf16 else "not supported on this CPU"
+    return out
+
+
+def measure_steps(cfg, dtype, views: BatchedViews, batch: torch.Tensor, gen, n: int) -> dict:
+    """The bound (model step on fixed views), the full step (views + model), and views alone."""
+    fixed = [views(batch, generator=gen).contiguous(memory_format=torch.channels_last) for _ in range(2)]
+    torch.manual_seed(0)
+    method = build_method(cfg).to(memory_format=torch.channels_last)
+    opt = build_optimizer(cfg.optimizer, method, lr=0.01, weight_decay=cfg.weight_decay, momentum=0.9)
+
+    def model_step(v1=fixed[0], v2=fixed[1]):
+        with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss, _ = method(v1, v2)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def full_step():
+        v1 = views(batch, generator=gen).contiguous(memory_format=torch.channels_last)
+        v2 = views(batch, generator=gen).contiguous(memory_format=torch.channels_last)
+        model_step(v1, v2)
+
+    bound = timed_steps(model_step, n)
+    full = timed_steps(full_step, n)
+    views_only = timed_steps(lambda: (views(batch, generator=gen), views(batch, generator=gen)), n)
+    return {
+        "bound_img_per_s": round(len(batch) / bound, 1),
+        "full_img_per_s": round(len(batch) / full, 1),
+        "full_over_bound": round(bound / full, 4),
+        "views_ms_per_step": round(1000 * views_only, 1),
+    }
+
+
+def ours_at_budget(cfg, budget: float, out_dir: Path) -> dict:
+    run = cfg.replace(time_budget_s=budget, knn_every=0, figures=False)  # the preset's schedule, capped
+    result = train(run, out_dir, verbose=True)
+    return {"knn_random": result["knn_random"], "knn_final": result["knn_final"], "steps": result["step"],
+            "train_seconds": result["train_seconds"]}
+
+
+def lightly_at_budget(cfg, budget: float, train_ds, test_ds, workers: int) -> dict:
+    """lightly's SimCLR data path and loss on our encoder/head/optimiser (same precision)."""
+    from lightly.loss import NTXentLoss
+    from lightly.transforms import SimCLRTransform
+    from torchvision.transforms import v2 as tv2
+
+
+    recipe = view_recipe(cfg)
+    transform = SimCLRTransform(
+        input_size=cfg.image_size, cj_strength=0.5, gaussian_blur=0.0,  # SimCLR App. B.9 for CIFAR
+        normalize={"mean": list(recipe.mean), "std": list(recipe.std)},
+    )
+    to_pil = tv2.ToPILImage()
+
+    class Pairs(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(train_ds)
+
+        def __getitem__(self, i):
+            return transform(to_pil(train_ds.images[i]))
+
+    loader = torch.utils.data.DataLoader(
+        Pairs(), batch_size=cfg.batch_size, shuffle=True, drop_last=True, num_workers=workers,
+        persistent_workers=workers > 0,
+    )
+    torch.manual_seed(cfg.seed)
+    method = build_method(cfg).to(memory_format=torch.channels_last)
+    criterion = NTXentLoss(temperature=cfg.temperature)
+    lr = resolve_lr(cfg)
+    opt = build_optimizer(cfg.optimizer, method, lr=lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum)
+    # the same schedule as the preset (epochs x steps, warmup, cosine), and the same time cap
+    steps_per_epoch = len(train_ds) // cfg.batch_size
+    total = cfg.epochs * steps_per_epoch
+    sched = build_scheduler(opt, total_steps=total, warmup_steps=round(cfg.warmup_epochs * steps_per_epoch))
+    dtype = autocast_dtype("cpu")
+    knn_random = knn(method.encoder, cfg, train_ds, test_ds)
+    start, step, images = time.perf_counter(), 0, 0
+    while time.perf_counter() - start < budget and step < total:
+        for v1, v2 in loader:
+            v1 = v1.contiguous(memory_format=torch.channels_last)
+            v2 = v2.contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+                z = method.head(method.encoder(torch.cat([v1, v2])))
+            z1, z2 = z.float().chunk(2)
+            loss = criterion(z1, z2)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            images += cfg.batch_size
+            if time.perf_counter() - start >= budget or step >= total:
+                break
+    seconds = time.perf_counter() - start
+    return {"knn_random": knn_random, "knn_final": knn(method.encoder, cfg, train_ds, test_ds), "steps": step,
+            "train_seconds": round(seconds, 1), "img_per_s": round(images / seconds, 1), "workers": workers}
+
+
+def knn(encoder, cfg, train_ds, test_ds) -> float:
+    f_train = encode(encoder, train_ds.images, cfg, "cpu")
+    f_test = encode(encoder, test_ds.images, cfg, "cpu")
+    return knn_accuracy(f_train, train_ds.labels, f_test, test_ds.labels, k=cfg.knn_k, temperature=cfg.knn_t)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="simclr-cifar10-cpu")
+    parser.add_argument("--budget", type=float, default=420.0, help="training seconds for the quality runs")
+    parser.add_argument("--steps", type=int, default=8, help="timed steps per throughput measurement")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["throughput", "ours", "lightly"])
+    parser.add_argument("--lightly-workers", type=int, default=1)
+    parser.add_argument("--out", default="benchmarks/results/bench_train.json")
+    parser.add_argument("--run-dir", default="/tmp/contrastive_lab_bench")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(2)
+
+    cfg = get_preset(args.preset)
+    train_ds, test_ds = load_split(cfg, "train"), load_split(cfg, "test")
+    report = {"command": "python " + " ".join(sys.argv), "machine": machine(), "preset": args.preset,
+              "data": f"{train_ds.name} ({len(train_ds)} train / {len(test_ds)} test)", "budget_s": args.budget}
+    print(json.dumps(report, indent=2))
+    if "throughput" not in args.skip:
+        report["throughput"] = throughput(cfg, train_ds.images, args.steps)
+        print(json.dumps(report["throughput"], indent=2))
+    if "ours" not in args.skip:
+        run_dir = Path(args.run_dir) / datetime.now().strftime("%Y%m%d-%H%M%S")
+        report["ours"] = ours_at_budget(cfg, args.budget, run_dir)
+        print("ours:", report["ours"])
+    if "lightly" not in args.skip:
+        try:
+            import lightly
+
+            report["lightly_version"] = lightly.__version__
+            report["lightly"] = lightly_at_budget(cfg, args.budget, train_ds, test_ds, args.lightly_workers)
+        except ImportError:
+            report["lightly"] = "lightly not installed (make bench-env)"
+        print("lightly:", report["lightly"])
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"saved {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
