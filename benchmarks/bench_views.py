@@ -7,24 +7,32 @@ Data: the first 256 images of cifar10-mini (``$CONTRASTIVE_LAB_DATA`` or
 ../shared/data/cifar10-mini, official CIFAR-10 python pickles), read with pickle/numpy; random
 uint8 images (with a printed note) if the files are missing. Reports the median over repeats
 after a warm-up. Numbers are only comparable on the same machine and thread count.
+
+OMP_WAIT_POLICY defaults to PASSIVE here (set it yourself to override): with the default
+spin-waiting, OpenMP threads on a CPU shared with other processes stall every multi-threaded
+op (we measured a 32 x 32 adjust_hue go from 0.75 ms to 28 ms at load 7 on 2 cores), which
+would measure the neighbours rather than the code. It applies to both pipelines alike.
 """
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
 import os
-import pickle
-import platform
-import statistics
-import time
-from collections.abc import Callable
-from pathlib import Path
 
-import numpy as np
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # must be set before torch starts OpenMP
 
-from contrastive_lab.augment import BatchedViews, ViewRecipe, build_torchvision_pipeline, get_recipe
+import argparse  # noqa: E402
+import datetime as dt  # noqa: E402
+import pickle  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from contrastive_lab.augment import BatchedViews, ViewRecipe, build_torchvision_pipeline, get_recipe  # noqa: E402
 
 N_IMAGES = 256
 REPO = Path(__file__).resolve().parents[1]
@@ -91,7 +99,8 @@ def main() -> None:
     images, source = load_cifar_uint8(N_IMAGES)
     print(f"date: {dt.datetime.now().isoformat(timespec='seconds')}")
     print(f"cpu: {cpu_model()} ({os.cpu_count()} logical cores visible)")
-    print(f"torch {torch.__version__}, threads={torch.get_num_threads()}, python {platform.python_version()}")
+    print(f"torch {torch.__version__}, threads={torch.get_num_threads()}, python {platform.python_version()}, "
+          f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}")
     load = os.getloadavg()[0]
     print(f"load average (1 min) before start: {load:.2f}")
     if load > (os.cpu_count() or 1) - 0.5:
