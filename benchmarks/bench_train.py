@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -49,6 +51,13 @@ def machine() -> dict:
         "python": platform.python_version(),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (DataLoader workers), user + system."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def timed_steps(step_fn, n: int, warmup: int = 2) -> float:
@@ -106,9 +115,11 @@ def measure_steps(cfg, dtype, views: BatchedViews, batch: torch.Tensor, gen, n: 
 
 def ours_at_budget(cfg, budget: float, out_dir: Path) -> dict:
     run = cfg.replace(time_budget_s=budget, knn_every=0, figures=False)  # the preset's schedule, capped
+    cpu0, load0 = cpu_seconds(), os.getloadavg()[0]
     result = train(run, out_dir, verbose=True)
     return {"knn_random": result["knn_random"], "knn_final": result["knn_final"], "steps": result["step"],
-            "train_seconds": result["train_seconds"]}
+            "train_seconds": result["train_seconds"], "cpu_seconds_incl_eval": round(cpu_seconds() - cpu0, 1),
+            "load_before": load0, "load_after": os.getloadavg()[0]}
 
 
 def lightly_at_budget(cfg, budget: float, train_ds, test_ds, workers: int) -> dict:
@@ -132,9 +143,8 @@ def lightly_at_budget(cfg, budget: float, train_ds, test_ds, workers: int) -> di
         def __getitem__(self, i):
             return transform(to_pil(train_ds.images[i]))
 
-    loader = torch.utils.data.DataLoader(
+    loader = torch.utils.data.DataLoader(  # workers end with each epoch, so their CPU time is counted
         Pairs(), batch_size=cfg.batch_size, shuffle=True, drop_last=True, num_workers=workers,
-        persistent_workers=workers > 0,
     )
     torch.manual_seed(cfg.seed)
     method = build_method(cfg).to(memory_format=torch.channels_last)
@@ -147,7 +157,8 @@ def lightly_at_budget(cfg, budget: float, train_ds, test_ds, workers: int) -> di
     sched = build_scheduler(opt, total_steps=total, warmup_steps=round(cfg.warmup_epochs * steps_per_epoch))
     dtype = autocast_dtype("cpu")
     knn_random = knn(method.encoder, cfg, train_ds, test_ds)
-    start, step, images = time.perf_counter(), 0, 0
+    budget = budget or float("inf")
+    start, step, images, cpu0, load0 = time.perf_counter(), 0, 0, cpu_seconds(), os.getloadavg()[0]
     while time.perf_counter() - start < budget and step < total:
         for v1, v2 in loader:
             v1 = v1.contiguous(memory_format=torch.channels_last)
@@ -164,9 +175,10 @@ def lightly_at_budget(cfg, budget: float, train_ds, test_ds, workers: int) -> di
             images += cfg.batch_size
             if time.perf_counter() - start >= budget or step >= total:
                 break
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu0
     return {"knn_random": knn_random, "knn_final": knn(method.encoder, cfg, train_ds, test_ds), "steps": step,
-            "train_seconds": round(seconds, 1), "img_per_s": round(images / seconds, 1), "workers": workers}
+            "train_seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1), "img_per_s": round(images / seconds, 1),
+            "workers": workers, "load_before": load0, "load_after": os.getloadavg()[0]}
 
 
 def knn(encoder, cfg, train_ds, test_ds) -> float:
@@ -178,7 +190,8 @@ def knn(encoder, cfg, train_ds, test_ds) -> float:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="simclr-cifar10-cpu")
-    parser.add_argument("--budget", type=float, default=420.0, help="training seconds for the quality runs")
+    parser.add_argument("--budget", type=float, default=420.0,
+                        help="wall-clock cap (s) on the quality runs; 0 = the preset's whole schedule")
     parser.add_argument("--steps", type=int, default=8, help="timed steps per throughput measurement")
     parser.add_argument("--skip", nargs="*", default=[], choices=["throughput", "ours", "lightly"])
     parser.add_argument("--lightly-workers", type=int, default=1)

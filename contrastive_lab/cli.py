@@ -1,9 +1,14 @@
 """Command line: ``python -m contrastive_lab {train,eval,embed,presets} ...``. A public contract.
 
-    train --preset NAME --out DIR [--resume] [key=value ...]
+    train --preset NAME --out DIR [--resume] [--stop-at-step N] [key=value ...]
     eval  --checkpoint CKPT [--protocol knn|linear|finetune] [--out FILE.json]
     embed --checkpoint CKPT --dataset NAME --split SPLIT --out FILE.npz
     presets                      list the presets and their one-line descriptions
+
+Multi-GPU and multi-node: the same ``train`` under torchrun (``python -m torch.distributed.run
+--nproc_per_node=8 -m contrastive_lab train ...``); ``batch_size`` is the global batch. ImageNet-scale
+linear evaluation and fine-tuning are ``train`` presets too (``linear-eval-*``, ``finetune-*`` with
+``init_checkpoint=RUN/checkpoints/last.pt``): ``eval`` is for in-memory datasets (CIFAR, STL-10).
 """
 
 from __future__ import annotations
@@ -45,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--preset", required=True, choices=sorted(PRESETS), help="named configuration")
     train.add_argument("--out", required=True, help="run folder (config.json, metrics.csv, checkpoints/, figures/)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from checkpoints/last.pt")
+    train.add_argument(
+        "--stop-at-step", type=int, default=0, metavar="N",
+        help="stop after optimizer step N as if interrupted (the schedule still spans the whole run; "
+        "--resume continues it exactly). 0: run to the end",
+    )
     train.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (default: none)")
 
     ev = verbs.add_parser("eval", help="evaluate a checkpoint's encoder", formatter_class=fmt)
@@ -69,7 +79,9 @@ def cmd_train(args) -> dict:
     from .engine import train
 
     cfg = apply_overrides(get_preset(args.preset), args.overrides)
-    return train(cfg, args.out, resume=args.resume)
+    if args.stop_at_step < 0:
+        raise ValueError(f"--stop-at-step must be >= 0, got {args.stop_at_step}")
+    return train(cfg, args.out, resume=args.resume, stop_at_step=args.stop_at_step)
 
 
 def load_encoder(checkpoint: str | Path):
@@ -91,6 +103,12 @@ def cmd_eval(args) -> dict:
     cfg, encoder = load_encoder(args.checkpoint)
     device = resolve_device(cfg, 0)
     train_ds, test_ds = load_split(cfg, cfg.train_split), load_split(cfg, cfg.test_split)
+    if not (hasattr(train_ds, "images") and hasattr(test_ds, "images")):
+        raise ValueError(
+            f"eval works on in-memory datasets; {cfg.dataset} streams from disk. Run linear evaluation or "
+            f"fine-tuning as a training run: train --preset linear-eval-moco-imagenet --out DIR "
+            f"init_checkpoint={args.checkpoint} (see `presets`; torchrun for several GPUs)"
+        )
     transform = eval_transform(cfg)
     result: dict = {"protocol": args.protocol, "checkpoint": str(args.checkpoint), "dataset": cfg.dataset}
     if args.protocol == "finetune":

@@ -6,11 +6,13 @@ helper it calls. The design choices, and why:
 * **Data on the device.** CIFAR-sized datasets live as one uint8 tensor on the device; each step
   indexes a batch and :class:`~contrastive_lab.augment.BatchedViews` draws two views for every
   image in one call. No DataLoader workers fight the model for a laptop's two cores.
-  ImageFolder data (ImageNet) instead streams through DataLoader workers with the per-image
-  torchvision pipeline.
+  ImageFolder data (ImageNet) instead streams through persistent DataLoader workers, either with
+  the per-image torchvision pipeline or (``gpu_views``) decoding to fixed-size uint8 and drawing
+  the views in batches on the device (:class:`LoaderBatches`).
 * **Exact resume.** The batch order of epoch e is a permutation drawn from ``seed + e``, and the
   view generator's state is saved, so a resumed run replays the same batches and the same views:
-  2 epochs straight equal 1 epoch + resume + 1 epoch, bit for bit (on the CPU).
+  2 epochs straight equal 1 epoch + resume + 1 epoch, bit for bit (on the CPU). ImageFolder
+  views are seeded per image from (seed, epoch, index) instead (:func:`sample_seed`).
 * **Safe checkpoints.** Written to a temporary file, flushed, then renamed over ``last.pt``: a
   crash or SIGKILL mid-write leaves the previous checkpoint intact. Loaded with
   ``weights_only=True``.
@@ -18,7 +20,13 @@ helper it calls. The design choices, and why:
   bad update is applied, keeping the last good checkpoint. Ctrl-C finishes the current step,
   saves, and exits cleanly.
 * **DDP, not a custom engine.** Under torchrun the method is wrapped in
-  ``DistributedDataParallel``; ``batch_size`` is the *global* batch, split evenly over ranks.
+  ``DistributedDataParallel``; ``batch_size`` is the *global* batch, split evenly over ranks, so
+  the lr (computed from the global batch) does not depend on the number of GPUs. Rank 0 writes
+  ``metrics.csv`` and checkpoints; every rank resumes from the same ``last.pt``. Where the global
+  batch does not fit, ``accum_steps`` splits each rank's batch into micro-batches
+  (:func:`forward_backward` says what that changes for NT-Xent).
+* **Linear evaluation and fine-tuning** run through the same loop (``method=linear|finetune``,
+  :class:`Classifier`), so ImageNet-scale evaluation gets DDP, checkpoints and resume too.
 """
 
 from __future__ import annotations
@@ -38,14 +46,16 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torchvision.transforms import v2
 
 from . import distributed as dist_utils
 from .augment import BatchedViews, ViewParams, ViewRecipe, build_torchvision_pipeline, get_recipe
-from .data import TwoViewDataset, load_dataset, make_synthetic
-from .evaluate import extract_features, knn_accuracy
-from .methods import build_method
+from .data import ImageTensorDataset, data_root, load_dataset, make_synthetic
+from .encoders import build_encoder
+from .evaluate import extract_features, knn_accuracy, label_subset
+from .methods import build_method, encoder_kwargs
 from .optim import build_optimizer, build_scheduler, scale_lr
-from .presets import Config, _check_view_ops, validate
+from .presets import Config, _check_view_ops, parse_milestones, validate
 from .runtime import autocast_dtype
 
 CHECKPOINT_VERSION = 1
@@ -192,32 +202,148 @@ class TensorBatches:
         self.generator.set_state(state)
 
 
-class LoaderBatches:
-    """ImageFolder-style data: DataLoader workers run the per-image torchvision pipeline."""
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The RNG seed of image ``index``'s views in epoch ``epoch`` (or of global batch ``index``).
 
-    def __init__(self, dataset, cfg: Config, rank: int, world: int):
+    A function of these three numbers only, so the views an image gets do not depend on which
+    worker or rank decodes it, on how many there are, or on where a run was resumed.
+    """
+    return ((seed * 1_000_003 + epoch) * 2_654_435_761 + index) % (2**63)
+
+
+class SeededViews(torch.utils.data.Dataset):
+    """``ds[(epoch, i)] = (*views, label, i)`` for item ``i`` of ``dataset``, reproducibly random.
+
+    ``transform`` (a torchvision v2 pipeline) draws from torch's global RNG; it is seeded with
+    :func:`sample_seed` inside ``fork_rng``, so the caller's RNG stream is left alone (which matters
+    with ``num_workers=0``, where this runs in the training process). ``num_views`` is 2 for
+    contrastive methods (two independent draws, SimCLR Alg. 1), 1 for classifiers and for the
+    deterministic decode of ``gpu_views``.
+    """
+
+    def __init__(self, dataset, transform, seed: int, num_views: int = 2):
+        if num_views not in (1, 2):
+            raise ValueError(f"num_views must be 1 or 2, got {num_views}")
+        self.dataset, self.transform, self.seed, self.num_views = dataset, transform, seed, num_views
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]):
+        epoch, index = key
+        image, label = self.dataset[index]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sample_seed(self.seed, epoch, index))
+            views = [self.transform(image) for _ in range(self.num_views)]
+        return (*views, label, index)
+
+
+class EpochBatchSampler:
+    """This rank's part of every global batch of an epoch, as ``(epoch, index)`` keys.
+
+    Global batch ``s`` of epoch ``e`` is ``epoch_order(n, seed, e)[s*B:(s+1)*B]`` (drop_last) and
+    rank ``r`` of ``W`` takes its contiguous slice ``[r*B/W, (r+1)*B/W)``. ``set_epoch(e, start)``
+    plays the role of ``DistributedSampler.set_epoch`` (see :class:`LoaderBatches`).
+    """
+
+    def __init__(self, num_items: int, batch_size: int, seed: int, rank: int, world: int):
+        self.n, self.batch_size, self.seed = num_items, batch_size, seed
+        self.lo, self.hi = rank * batch_size // world, (rank + 1) * batch_size // world
+        self.steps = num_items // batch_size
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def __len__(self) -> int:
+        return self.steps - self.start
+
+    def __iter__(self):
+        order = epoch_order(self.n, self.seed, self.epoch).tolist()
+        for step in range(self.start, self.steps):
+            first = step * self.batch_size
+            yield [(self.epoch, i) for i in order[first + self.lo : first + self.hi]]
+
+
+def decode_transform(size: int):
+    """uint8 image -> uint8 ``size x size``: resize the shorter side to ``size``, centre crop (gpu_views)."""
+    return v2.Compose([v2.Resize(size, antialias=True), v2.CenterCrop(size)])
+
+
+class LoaderBatches:
+    """ImageFolder-style data (ImageNet): persistent DataLoader workers decode the files.
+
+    **Sharding.** Epoch ``e`` is the permutation ``epoch_order(n, seed, e)``, the same on every
+    rank; global batch ``s`` is a contiguous block of it and rank ``r`` takes its slice
+    (:class:`EpochBatchSampler`). ``DistributedSampler(shuffle=True, seed=seed, drop_last=True)``
+    with ``set_epoch(e)`` does the same job: a fresh permutation per epoch that all ranks agree on,
+    cut into disjoint per-rank shards that cover the epoch once. It differs in *how* it cuts: it
+    strides the whole epoch (rank ``r`` gets ``perm[r::W]``), so which images meet in a global
+    batch depends on W. Here global batch ``s`` holds the same images for any W (W ranks reproduce
+    one process, and a run may resume on another number of GPUs), and an epoch can begin at step
+    ``start`` (exact mid-epoch resume; DistributedSampler always starts an epoch from the top).
+
+    **Views.** ``gpu_views=False``: each worker runs the per-image torchvision pipeline, seeded per
+    image (:class:`SeededViews`). ``gpu_views=True``: workers only decode and resize to a fixed
+    ``decode_size`` square of uint8 (shorter side, centre crop: 4x less to copy than float); the
+    batch goes to the device (pinned memory, non-blocking copy) and :class:`BatchedViews` draws both
+    views there, with parameters drawn for the *global* batch from a generator seeded by
+    ``(seed, epoch, step)`` and sliced per rank, as :class:`TensorBatches` does. The crops then come
+    from the central square of each image, a small departure from the per-image pipeline.
+
+    All randomness derives from ``(seed, epoch, index or step)``: nothing to save for resume.
+    """
+
+    def __init__(self, dataset, cfg: Config, rank: int, world: int, device=None, num_views: int = 2):
+        if cfg.batch_size % world:
+            raise ValueError(f"batch_size={cfg.batch_size} must be divisible by the {world} processes")
         self.cfg, self.rank, self.world = cfg, rank, world
-        self.dataset = TwoViewDataset(dataset, build_torchvision_pipeline(view_recipe(cfg)))
-        self.local = cfg.batch_size // world
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.num_views, self.gpu_views = num_views, cfg.gpu_views
+        recipe = view_recipe(cfg)
+        if cfg.gpu_views:
+            self.decode_size = cfg.decode_size or cfg.image_size * 8 // 7
+            self.views = BatchedViews(recipe)
+            self.dataset = SeededViews(dataset, decode_transform(self.decode_size), cfg.seed, num_views=1)
+        else:
+            self.dataset = SeededViews(dataset, build_torchvision_pipeline(recipe), cfg.seed, num_views)
+        self.sampler = EpochBatchSampler(len(dataset), cfg.batch_size, cfg.seed, rank, world)
+        self.lo, self.hi = self.sampler.lo, self.sampler.hi
+        self.loader = None  # built on first use; its workers then live for the whole run
 
     def __len__(self) -> int:
         return len(self.dataset) // self.cfg.batch_size
 
-    def epoch(self, epoch: int, start: int = 0):
-        order = epoch_order(len(self.dataset), self.cfg.seed, epoch)
-        steps = range(start, len(self))
-        index = [
-            order[s * self.cfg.batch_size + self.rank * self.local :][: self.local].tolist() for s in steps
-        ]
-        torch.manual_seed(self.cfg.seed * 7919 + epoch * 31 + self.rank)  # seeds the workers' RNGs
-        loader = torch.utils.data.DataLoader(
+    def _build_loader(self) -> torch.utils.data.DataLoader:
+        workers = self.cfg.num_workers
+        return torch.utils.data.DataLoader(
             self.dataset,
-            batch_sampler=index,
-            num_workers=self.cfg.num_workers,
-            pin_memory=torch.cuda.is_available(),
-            persistent_workers=False,
+            batch_sampler=self.sampler,
+            num_workers=workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=workers > 0,
+            prefetch_factor=4 if workers > 0 else None,
+            generator=torch.Generator().manual_seed(self.cfg.seed),  # keeps torch's global RNG untouched
         )
-        yield from loader
+
+    def epoch(self, epoch: int, start: int = 0):
+        self.sampler.set_epoch(epoch, start)
+        self.loader = self.loader or self._build_loader()
+        for step, batch in enumerate(self.loader, start):
+            if not self.gpu_views:
+                view1, *rest = batch
+                yield (view1, view1, *rest) if self.num_views == 1 else batch
+                continue
+            images, labels, index = batch
+            images = images.to(self.device, non_blocking=True)
+            g = torch.Generator().manual_seed(sample_seed(self.cfg.seed + 7919, epoch, step))
+            view1 = self._view(images, g)
+            yield view1, (view1 if self.num_views == 1 else self._view(images, g)), labels, index
+
+    def _view(self, images: Tensor, generator: torch.Generator) -> Tensor:
+        size = self.decode_size
+        params = self.views.sample_params(self.cfg.batch_size, size, size, generator, device=images.device)
+        return self.views.apply(images, slice_params(params, self.lo, self.hi))
 
     def rng_state(self) -> Tensor:
         return torch.zeros(0, dtype=torch.uint8)
@@ -227,13 +353,100 @@ class LoaderBatches:
 
 
 def build_batches(cfg: Config, dataset, device, rank: int, world: int):
+    """In-memory datasets -> :class:`TensorBatches`; ImageFolder-style ones -> :class:`LoaderBatches`."""
     if hasattr(dataset, "images"):
         views = BatchedViews(view_recipe(cfg))
         images, labels = dataset.images, dataset.labels
         if cfg.subset:
             images, labels = images[: cfg.subset], labels[: cfg.subset]
         return TensorBatches(images, labels, views, cfg, device, rank, world)
-    return LoaderBatches(dataset, cfg, rank, world)
+    return LoaderBatches(dataset, cfg, rank, world, device, num_views=1 if cfg.method in CLASSIFIERS else 2)
+
+
+# ----------------------------------------------------------------------------------------
+# Labelled subsets (semi-supervised fine-tuning)
+# ----------------------------------------------------------------------------------------
+
+
+def read_subset_file(path: str | Path) -> list[str]:
+    """Image file names, one per line: SimCLR's ``1percent.txt`` / ``10percent.txt`` (Chen et al. 2020,
+    Sec. 6; e.g. ``n01440764_10026.JPEG``). Blank lines and ``#`` comments are skipped."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no label subset file at {path}")
+    lines = [line.split("#", 1)[0].strip() for line in path.read_text().splitlines()]
+    names = [line for line in lines if line]
+    if not names:
+        raise ValueError(f"{path} lists no image file names; expected one name per line (n01440764_10026.JPEG)")
+    return names
+
+
+def resolve_subset_file(cfg: Config) -> Path:
+    """``label_subset_file`` as given (absolute, or relative to the working directory), else under the data root."""
+    given = Path(cfg.label_subset_file).expanduser()
+    candidates = [given] if given.is_absolute() else [given, data_root(cfg.data_root) / given]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise FileNotFoundError(
+        f"label_subset_file {cfg.label_subset_file!r} not found (looked at {', '.join(map(str, candidates))}); "
+        "SimCLR's lists are imagenet_subsets/1percent.txt and 10percent.txt in google-research/simclr"
+    )
+
+
+class LabelledSubset:
+    """The items of an ImageFolder-style dataset at ``indices`` (same classes and item format)."""
+
+    def __init__(self, dataset, indices: list[int]):
+        self.dataset, self.indices = dataset, list(indices)
+        self.classes, self.labels = dataset.classes, dataset.labels[self.indices]
+        self.samples = [dataset.samples[i] for i in self.indices]
+        self.name, self.split = dataset.name, getattr(dataset, "split", "train")
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        return self.dataset[self.indices[i]]
+
+
+def select_labelled(dataset, cfg: Config):
+    """The labelled training images of a classifier run: the files named in ``label_subset_file`` (by
+    file name, as SimCLR's subset lists), or a class-balanced ``label_fraction``
+    (:func:`~contrastive_lab.evaluate.label_subset`, drawn from ``cfg.seed``), or all of them."""
+    if cfg.label_subset_file and cfg.label_fraction < 1:
+        raise ValueError("set label_subset_file or label_fraction, not both")
+    if cfg.label_subset_file:
+        if not hasattr(dataset, "samples"):
+            raise ValueError(
+                f"label_subset_file selects images by file name, which needs dataset=imagefolder; "
+                f"for {cfg.dataset} use label_fraction (e.g. label_fraction=0.01)"
+            )
+        path = resolve_subset_file(cfg)
+        names = read_subset_file(path)
+        by_name: dict[str, list[int]] = {}
+        for i, (file, _) in enumerate(dataset.samples):
+            by_name.setdefault(Path(file).name, []).append(i)
+        missing = [n for n in names if n not in by_name]
+        if missing:
+            raise ValueError(
+                f"{len(missing)} of the {len(names)} names in {path} are not in the {cfg.train_split} images "
+                f"(e.g. {missing[:3]}); is it the subset file of this dataset?"
+            )
+        ambiguous = [n for n in names if len(by_name[n]) > 1]
+        if ambiguous:
+            raise ValueError(f"file names {ambiguous[:3]} occur in several class folders; cannot select by name")
+        indices = sorted({by_name[n][0] for n in names})
+    elif cfg.label_fraction < 1:
+        indices = label_subset(dataset.labels, cfg.label_fraction, seed=cfg.seed).tolist()
+    else:
+        return dataset
+    if hasattr(dataset, "images"):
+        subset = ImageTensorDataset(
+            dataset.images[indices], dataset.labels[indices], dataset.classes, dataset.name, dataset.split
+        )
+        return subset
+    return LabelledSubset(dataset, indices)
 
 
 # ----------------------------------------------------------------------------------------
@@ -277,10 +490,147 @@ def knn_eval(encoder: nn.Module, train_ds, test_ds, cfg: Config, device) -> floa
 
 
 # ----------------------------------------------------------------------------------------
+# Linear evaluation and fine-tuning (method=linear | finetune)
+# ----------------------------------------------------------------------------------------
+
+CLASSIFIERS = ("linear", "finetune")
+
+
+class Classifier(nn.Module):
+    """A linear classifier ``fc`` on the features h of an encoder f: linear evaluation (``freeze``) or
+    fine-tuning of the whole network, trained by the engine like any method.
+
+    Linear evaluation (SimCLR Sec. 2.3 / App. B.6; MoCo Sec. 4.1): f is frozen, no gradient reaches
+    it and its BN stays in eval mode (running statistics, as MoCo's ``main_lincls.py``), only
+    ``fc`` learns. Fine-tuning (SimCLR Sec. 6 / App. B.5): f and ``fc`` learn together. The loss is
+    the cross-entropy of ``fc(f(x))`` with the labels; ``fc`` starts at zero (SimCLR's
+    ``zero_init_logits_layer``). The engine passes the labels where contrastive methods get the
+    dataset indices (``uses_labels``); the second view is not used.
+    """
+
+    uses_labels = True
+    log_keys = ("train_top1", "val_top1")
+
+    def __init__(self, encoder: nn.Module, num_classes: int, freeze: bool):
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"a classifier needs at least 2 classes, got {num_classes}")
+        self.encoder, self.freeze = encoder, freeze
+        self.fc = nn.Linear(encoder.feature_dim, num_classes)
+        nn.init.zeros_(self.fc.weight)
+        nn.init.zeros_(self.fc.bias)
+        if freeze:
+            self.encoder.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> Classifier:
+        super().train(mode)
+        if self.freeze:
+            self.encoder.eval()  # frozen BN statistics
+        return self
+
+    def logits(self, x: Tensor) -> Tensor:
+        if self.freeze:
+            with torch.no_grad():
+                h = self.encoder(x)
+        else:
+            h = self.encoder(x)
+        return self.fc(h.float())
+
+    def forward(self, view1: Tensor, view2: Tensor | None = None, labels: Tensor | None = None):
+        if labels is None:
+            raise ValueError("Classifier needs the labels of the batch (the engine passes them as the 3rd argument)")
+        logits = self.logits(view1)
+        loss = nn.functional.cross_entropy(logits, labels)
+        top1 = (logits.detach().argmax(1) == labels).float().mean()
+        return loss, {"loss": loss.detach(), "train_top1": top1}
+
+
+def load_pretrained_encoder(path: str | Path) -> tuple[nn.Module, Config]:
+    """The encoder f of a pre-training checkpoint (any method: its ``encoder.*`` weights) and its config."""
+    state = load_checkpoint(path)
+    pre = config_from_checkpoint(state)
+    encoder = build_encoder(pre.encoder, **encoder_kwargs(pre))
+    weights = {k[len("encoder.") :]: v for k, v in state["method"].items() if k.startswith("encoder.")}
+    if not weights:
+        raise RuntimeError(f"{path} holds no encoder.* weights; is it a contrastive_lab training checkpoint?")
+    encoder.load_state_dict(weights)
+    return encoder, pre
+
+
+def build_classifier(cfg: Config, num_classes: int) -> Classifier:
+    """:class:`Classifier` on the encoder of ``cfg.init_checkpoint`` (architecture from that checkpoint's
+    config), or on an untrained ``cfg.encoder`` when ``init_checkpoint=random`` (the baseline)."""
+    if not cfg.init_checkpoint:
+        raise ValueError(
+            f"method={cfg.method} evaluates a pre-trained encoder: set init_checkpoint=RUN/checkpoints/last.pt "
+            "(or init_checkpoint=random for the random-encoder baseline)"
+        )
+    if cfg.init_checkpoint == "random":
+        encoder = build_encoder(cfg.encoder, **encoder_kwargs(cfg))
+    else:
+        encoder, _ = load_pretrained_encoder(cfg.init_checkpoint)
+    return Classifier(encoder, num_classes, freeze=cfg.method == "linear")
+
+
+def center_crop_pipeline(cfg: Config):
+    """Test-time preprocessing of ImageFolder images: resize the shorter side to 8/7 of ``image_size``
+    (256 for 224), centre crop, normalise (SimCLR App. B.5; MoCo ``main_lincls.py``)."""
+    recipe = view_recipe(cfg)
+    return v2.Compose([
+        v2.Resize(cfg.image_size * 8 // 7, antialias=True),
+        v2.CenterCrop(cfg.image_size),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(mean=list(recipe.mean), std=list(recipe.std)),
+    ])
+
+
+class _Transformed(torch.utils.data.Dataset):
+    def __init__(self, dataset, transform, indices):
+        self.dataset, self.transform, self.indices = dataset, transform, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        image, label = self.dataset[self.indices[i]]
+        return self.transform(image), label
+
+
+@torch.no_grad()
+def classifier_top1(method: Classifier, test_ds, cfg: Config, device, rank: int, world: int) -> float:
+    """Top-1 accuracy of ``fc(f(x))`` on the test split. Rank r scores items r, r+W, r+2W, ...;
+    the (correct, total) counts are summed over ranks, so every rank returns the same number."""
+    method.eval()
+    indices = list(range(rank, len(test_ds), world))
+    batch = max(1, min(256, cfg.batch_size // world))
+    if hasattr(test_ds, "images"):
+        transform = eval_transform(cfg)
+        batches = (
+            (transform(test_ds.images[chunk].to(device)), test_ds.labels[chunk])
+            for chunk in torch.tensor(indices, dtype=torch.long).split(batch)
+        )
+    else:
+        batches = torch.utils.data.DataLoader(
+            _Transformed(test_ds, center_crop_pipeline(cfg), indices), batch_size=batch,
+            num_workers=cfg.num_workers, pin_memory=device.type == "cuda", generator=torch.Generator(),
+        )
+    amp = resolve_precision(cfg, device)
+    counts = torch.zeros(2, dtype=torch.float64, device=device)
+    for x, y in batches:
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            logits = method.logits(x.to(device, non_blocking=True))
+        counts[0] += (logits.argmax(1).cpu() == y).sum().item()
+        counts[1] += len(y)
+    if dist_utils.is_distributed():
+        torch.distributed.all_reduce(counts)
+    return float(counts[0] / counts[1].clamp(min=1))
+
+
+# ----------------------------------------------------------------------------------------
 # Logging
 # ----------------------------------------------------------------------------------------
 
-METRIC_FIELDS = ["step", "epoch", "time_s", "lr", "loss", "images_per_s", "knn_top1"]
+METRIC_FIELDS = ["step", "epoch", "time_s", "lr", "loss", "images_per_s", "gpu_mem_gb", "knn_top1"]
 
 
 class MetricsLog:
@@ -341,12 +691,74 @@ def resolve_lr(cfg: Config) -> float:
     return cfg.lr if cfg.lr > 0 else scale_lr(cfg.base_lr, cfg.batch_size, rule=cfg.lr_scaling)
 
 
+class StepDecay:
+    """Picklable lr multiplier: linear warmup over ``warmup_steps``, then x``gamma`` at each milestone
+    step (MoCo Sec. 4.1, ``main_lincls.py``: lr x0.1 at epochs 60 and 80)."""
+
+    def __init__(self, milestones: list[int], warmup_steps: int = 0, gamma: float = 0.1):
+        self.milestones, self.warmup_steps, self.gamma = list(milestones), warmup_steps, gamma
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        return self.gamma ** sum(step >= m for m in self.milestones)
+
+
+def build_lr_schedule(optimizer, cfg: Config, total_steps: int, steps_per_epoch: int):
+    """``cfg.lr_schedule``: warmup + cosine (SimCLR Sec. 2.3) or warmup + step decay at ``lr_milestones``."""
+    warmup = min(round(cfg.warmup_epochs * steps_per_epoch), total_steps)
+    if cfg.lr_schedule == "step":
+        milestones = [round(e * steps_per_epoch) for e in parse_milestones(cfg.lr_milestones)]
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, StepDecay(milestones, warmup))
+    return build_scheduler(optimizer, total_steps=total_steps, warmup_steps=warmup)
+
+
+def forward_backward(
+    model: nn.Module, view1: Tensor, view2: Tensor, target: Tensor, accum_steps: int, autocast, check_loss
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Forward and backward of this rank's batch as ``accum_steps`` equal micro-batches.
+
+    Micro-batch ``a`` has loss L_a; ``L_a / A`` is back-propagated, so the accumulated gradient is
+
+        g = (1/A) sum_a grad L_a,
+
+    the mean of the micro-batch gradients. For a loss that is a mean over independent samples, in a
+    network without batch-coupled layers, that is exactly the full-batch gradient. **NT-Xent is not
+    such a loss**: each micro-batch contrasts only within itself (under DDP, within the global
+    micro-batch gathered over ranks), so an anchor sees 2B/A - 2 negatives instead of 2B - 2, and
+    BN normalises over micro-batches. Accumulation saves memory, not the large-batch effect
+    (SimCLR Fig. 9 is about negatives). MoCo runs its momentum update and enqueue once per
+    micro-batch. Under DDP the gradient all-reduce runs once, with the last micro-batch
+    (``no_sync`` on the others). ``check_loss(loss)`` runs before each backward (NaN guard).
+    Returns the mean micro-batch loss (detached) and the mean of each log.
+    """
+    no_sync = getattr(model, "no_sync", None)
+    total, logs_sum = torch.zeros(()), {}
+    parts = list(zip(view1.chunk(accum_steps), view2.chunk(accum_steps), target.chunk(accum_steps)))
+    for a, (x1, x2, t) in enumerate(parts):
+        last = a == len(parts) - 1
+        with contextlib.nullcontext() if (last or no_sync is None) else no_sync():
+            with autocast:
+                loss, logs = model(x1, x2, t)
+            check_loss(loss)
+            (loss if accum_steps == 1 else loss / accum_steps).backward()
+        total = total + loss.detach().float().cpu()
+        for k, v in logs.items():
+            logs_sum[k] = logs_sum.get(k, 0.0) + torch.as_tensor(v).detach().float()
+    n = len(parts)
+    return total / n, {k: v / n for k, v in logs_sum.items()}
+
+
 def prepare_model(method: nn.Module, cfg: Config, device: torch.device, world: int) -> nn.Module:
     """Move to the device, convert BN for multi-GPU, channels_last, DDP, optional compile."""
+    frozen = {name for name, p in method.named_parameters() if not p.requires_grad}
     if world > 1 and device.type == "cuda":
         method = nn.SyncBatchNorm.convert_sync_batchnorm(method)  # global BN (SimCLR Sec. 2.2)
     elif world > 1:
         method = dist_utils.convert_to_global_batchnorm(method)  # the same on CPU processes
+    for name, p in method.named_parameters():  # the conversion builds new BN parameters: keep frozen
+        if name in frozen:  # ones frozen (MoCo's key encoder), or DDP waits for their gradients
+            p.requires_grad_(False)
     method = method.to(device)
     if cfg.channels_last:
         method = method.to(memory_format=torch.channels_last)
@@ -424,7 +836,18 @@ def train(
 
     # --- data -> views ---------------------------------------------------------------------
     train_ds, test_ds = load_split(cfg, cfg.train_split), load_split(cfg, cfg.test_split)
+    supervised = cfg.method in CLASSIFIERS
+    if supervised:
+        train_ds = select_labelled(train_ds, cfg)
+    elif cfg.label_subset_file or cfg.label_fraction < 1:
+        raise ValueError("label_subset_file / label_fraction select labelled images for method=linear|finetune")
+    if (cfg.batch_size // world) % cfg.accum_steps or cfg.batch_size % world:
+        raise ValueError(
+            f"batch_size={cfg.batch_size} must split into {world} ranks x accum_steps={cfg.accum_steps} "
+            "equal micro-batches"
+        )
     batches = build_batches(cfg, train_ds, device, rank, world)
+    data_name = getattr(train_ds, "name", cfg.dataset)  # e.g. "cifar10-mini": numbers carry the data's name
     steps_per_epoch = len(batches)
     if steps_per_epoch == 0:
         raise ValueError(f"batch_size={cfg.batch_size} leaves no full batch in {len(train_ds)} images")
@@ -434,14 +857,17 @@ def train(
 
     # --- encoder -> head -> loss (the method), optimiser, schedule ---------------------------
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    method = prepare_model(build_method(cfg), cfg, device, world)
+    built = build_classifier(cfg, len(train_ds.classes)) if supervised else build_method(cfg)
+    method = prepare_model(built, cfg, device, world)
     model = wrap_ddp(method, device, world)
     if cfg.compile:
         model = torch.compile(model)
     lr = resolve_lr(cfg)
-    optimizer = build_optimizer(cfg.optimizer, method, lr=lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum)
-    warmup = round(cfg.warmup_epochs * steps_per_epoch)
-    scheduler = build_scheduler(optimizer, total_steps=total_steps, warmup_steps=min(warmup, total_steps))
+    optimizer = build_optimizer(
+        cfg.optimizer, method, lr=lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum,
+        **({"nesterov": True} if cfg.nesterov else {}),
+    )
+    scheduler = build_lr_schedule(optimizer, cfg, total_steps, steps_per_epoch)
 
     step = 0
     if resume:
@@ -455,7 +881,7 @@ def train(
         torch.set_rng_state(state["rng"]["torch"])
         step = int(state["step"])
         say(f"resumed from {ckpt_path} at step {step}")
-    elif is_main and ckpt_path.exists():
+    elif ckpt_path.exists():  # checked on every rank (a shared filesystem), so no rank is left waiting
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
 
     if is_main:
@@ -487,7 +913,7 @@ def train(
         if test_ds is None or not hasattr(test_ds, "images"):
             return None
         acc = knn_eval(method.encoder, train_ds, test_ds, cfg, device) if is_main else 0.0
-        say(f"kNN top-1 ({tag}, k={cfg.knn_k}, T={cfg.knn_t}, {cfg.dataset} {cfg.test_split}): {acc:.4f}")
+        say(f"kNN top-1 ({tag}, k={cfg.knn_k}, T={cfg.knn_t}, {data_name} {cfg.test_split}): {acc:.4f}")
         return acc
 
     results: dict[str, Any] = {"out_dir": str(out), "lr": lr, "steps_per_epoch": steps_per_epoch}
@@ -496,8 +922,10 @@ def train(
         if log:
             log.write({"step": 0, "epoch": 0, "knn_top1": results["knn_random"]})
     say(
-        f"training {cfg.method} on {cfg.dataset} ({len(train_ds)} images) for {total_steps} steps, "
-        f"batch {cfg.batch_size} on {world} x {device.type}, precision "
+        f"training {cfg.method} on {data_name} ({len(batches) * cfg.batch_size} images per epoch) for "
+        f"{total_steps} steps, "
+        f"batch {cfg.batch_size} = {world} x {device.type} x {cfg.accum_steps} x {cfg.batch_size // world // cfg.accum_steps}, "
+        "precision "
         f"{str(amp_dtype).replace('torch.', '') if amp_dtype else 'fp32'}, lr {lr:g}"
     )
 
@@ -507,26 +935,28 @@ def train(
     autocast = (
         torch.autocast(device_type=device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
     )
+
+    def check_loss(loss: Tensor) -> None:
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"loss is {loss.item()} at step {step} (epoch {step // steps_per_epoch + 1}); the update was not "
+                f"applied and the last good checkpoint {ckpt_path} was kept. Try a lower lr (now "
+                f"{scheduler.get_last_lr()[0]:.3g}), more warmup, grad_clip=1.0, or precision=fp32."
+            )
+
     with StopFlag() as stop:
         while step < total_steps:
             epoch, start = divmod(step, steps_per_epoch)
             epoch_loss, epoch_n, t0 = 0.0, 0, time.perf_counter()
             bar = progress(batches.epoch(epoch, start), steps_per_epoch - start, f"epoch {epoch + 1}", is_main)
-            for view1, view2, _, index in bar:
+            for view1, view2, labels, index in bar:
                 view1, view2 = view1.to(device, non_blocking=True), view2.to(device, non_blocking=True)
                 if cfg.channels_last:
                     view1 = view1.contiguous(memory_format=torch.channels_last)
                     view2 = view2.contiguous(memory_format=torch.channels_last)
-                with autocast:
-                    loss, logs = model(view1, view2, index.to(device))
-                if not torch.isfinite(loss):
-                    raise TrainingDiverged(
-                        f"loss is {loss.item()} at step {step} (epoch {epoch + 1}); the update was not applied "
-                        f"and the last good checkpoint {ckpt_path} was kept. Try a lower lr (now "
-                        f"{scheduler.get_last_lr()[0]:.3g}), more warmup, grad_clip=1.0, or precision=fp32."
-                    )
+                target = (labels if supervised else index).to(device)  # classifiers get labels, methods indices
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                loss, logs = forward_backward(model, view1, view2, target, cfg.accum_steps, autocast, check_loss)
                 if cfg.grad_clip:
                     nn.utils.clip_grad_norm_(method.parameters(), cfg.grad_clip)
                 optimizer.step()
@@ -535,29 +965,35 @@ def train(
                 epoch_loss += loss.item()
                 epoch_n += 1
                 images_seen += cfg.batch_size
-                if log and (step % 10 == 0 or step == total_steps):
+                if step % 10 == 0 or step == total_steps:
+                    logged = mean_over_ranks(logs, device)  # every rank takes part; the global mean is logged
                     elapsed = time.perf_counter() - start_time
-                    log.write(
-                        {
-                            "step": step,
-                            "epoch": step / steps_per_epoch,
-                            "time_s": round(elapsed, 3),
-                            "lr": scheduler.get_last_lr()[0],
-                            "images_per_s": round(images_seen / max(elapsed - timed, 1e-9), 1),
-                            **{k: float(v) for k, v in logs.items()},
-                        }
-                    )
+                    if log:
+                        log.write(
+                            {
+                                "step": step,
+                                "epoch": step / steps_per_epoch,
+                                "time_s": round(elapsed, 3),
+                                "lr": scheduler.get_last_lr()[0],
+                                "images_per_s": round(images_seen / max(elapsed - timed, 1e-9), 1),
+                                "gpu_mem_gb": gpu_memory_gb(device),
+                                **logged,
+                            }
+                        )
                 if step % cfg.checkpoint_every == 0:
                     checkpoint()
                 over_budget = cfg.time_budget_s and time.perf_counter() - start_time - timed > cfg.time_budget_s
                 stop.requested |= step == stop_at_step
+                if world > 1:  # Ctrl-C or the budget may reach the ranks at different steps: stop together
+                    stop.requested, over_budget = any_rank(stop.requested, device), any_rank(over_budget, device)
                 if stop.requested or over_budget or step >= total_steps:
                     stop_reason = "interrupted" if stop.requested else ("time budget" if over_budget else stop_reason)
                     break
             seconds = time.perf_counter() - t0
+            epoch_mean = mean_over_ranks({"loss": torch.tensor(epoch_loss / max(epoch_n, 1))}, device)["loss"]
             say(
                 f"epoch {epoch + 1}/{math.ceil(total_steps / steps_per_epoch)}  step {step}  "
-                f"loss {epoch_loss / max(epoch_n, 1):.4f}  {epoch_n * cfg.batch_size / seconds:.0f} img/s"
+                f"loss {epoch_mean:.4f}  {epoch_n * cfg.batch_size / seconds:.0f} img/s"
             )
             if stop_reason != "finished":
                 break
@@ -579,6 +1015,11 @@ def train(
     results["knn_final"] = evaluate_knn("trained")
     if log:
         log.write({"step": step, "epoch": step / steps_per_epoch, "knn_top1": results["knn_final"]})
+    if supervised and test_ds is not None:
+        results["top1"] = classifier_top1(method, test_ds, cfg, device, rank, world)
+        say(f"{cfg.method} top-1 on {data_name} {cfg.test_split}: {results['top1']:.4f}")
+        if log:
+            log.write({"step": step, "epoch": step / steps_per_epoch, "val_top1": results["top1"]})
     if is_main and cfg.figures:
         from .plots import run_figures
 
@@ -587,6 +1028,33 @@ def train(
         (out / "results.json").write_text(_json(results))
     dist_utils.cleanup_distributed()
     return results
+
+
+def mean_over_ranks(values: dict[str, Tensor], device: torch.device) -> dict[str, float]:
+    """Each scalar averaged over all ranks with one all-reduce (rank r's loss is the mean over its
+    own images; the mean over ranks is the loss of the global batch). Plain floats when not distributed."""
+    keys = sorted(values)
+    if not keys:
+        return {}
+    stacked = torch.stack([torch.as_tensor(values[k]).detach().double().reshape(()).to(device) for k in keys])
+    if dist_utils.is_distributed():
+        torch.distributed.all_reduce(stacked)
+        stacked /= dist_utils.get_world_size()
+    return dict(zip(keys, stacked.tolist()))
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank if ``flag`` is true on any rank (so all ranks leave the loop at the same step)."""
+    value = torch.tensor([float(bool(flag))], device=device)
+    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def gpu_memory_gb(device: torch.device) -> float | str:
+    """Peak GPU memory of this process so far in GiB (``torch.cuda.max_memory_allocated``); "" on CPU."""
+    if device.type != "cuda":
+        return ""
+    return round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
 
 
 def _json(obj: dict) -> str:

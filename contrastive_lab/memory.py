@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterable
 
 import torch
 import torch.distributed as dist
@@ -43,7 +42,7 @@ from torch import Tensor, nn
 from .distributed import all_gather_no_grad, get_rank, is_distributed
 
 __all__ = [
-    "KeyQueue", "MemoryBank", "SplitBatchNorm", "batch_shuffle", "batch_unshuffle",
+    "KeyQueue", "MemoryBank", "SplitBatchNorm", "batch_shuffle", "batch_unshuffle", "check_momentum",
     "convert_to_split_batchnorm", "cosine_momentum", "momentum_copy", "momentum_update_",
     "momentum_update_reference_", "split_batch_norm_reference",
 ]  # fmt: skip
@@ -447,7 +446,3 @@ def convert_to_split_batchnorm(module: nn.Module, num_splits: int) -> nn.Module:
         module.add_module(name, convert_to_split_batchnorm(child, num_splits))
     return module
 
-
-def count_split_batchnorm(modules: Iterable[nn.Module]) -> int:
-    """How many :class:`SplitBatchNorm` layers ``modules`` (e.g. ``model.modules()``) contain."""
-    return sum(isinstance(m, SplitBatchNorm) for m in modules)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from .cpc import ImageCPC, make_image_cpc
 from .encoders import build_encoder
 from .heads import build_head
 from .losses import NCEMemoryBankLoss, info_nce, nt_xent
@@ -324,11 +325,31 @@ def build_instdisc(cfg: Config) -> InstDisc:
     )
 
 
+def build_cpc(cfg: Config) -> ImageCPC:
+    """Image CPC from a config (``cpc.ImageCPC``: van den Oord et al. 2018, Sec. 3.2; Hénaff et al. 2020).
+
+    CPC predicts one part of an image from another, so it trains on ONE view: ``forward`` uses
+    ``view1`` and ignores ``view2``. ``method.encoder`` maps images to the patch features
+    mean-pooled over the grid, which the kNN monitor and the linear probe evaluate.
+    """
+    if cfg.encoder != "patch_convnet":
+        raise ValueError(
+            f"method=cpc encodes patches with encoder=patch_convnet, got encoder={cfg.encoder!r}; "
+            "to put another network on the patches, build cpc.ImageCPC(cpc.PatchGridEncoder(net), ...) yourself"
+        )
+    return make_image_cpc(
+        image_size=cfg.image_size, patch_size=cfg.patch_size, stride=cfg.patch_stride, width=cfg.width,
+        norm=cfg.cpc_norm, max_offset=cfg.cpc_offsets, temperature=cfg.temperature,
+        patch_augment=cfg.patch_augment,
+    )
+
+
 METHODS: dict[str, Callable[[Config], nn.Module]] = {
     "simclr": build_simclr,
     "moco_v1": build_moco,
     "moco_v2": build_moco,
     "instdisc": build_instdisc,
+    "cpc": build_cpc,
 }
 
 

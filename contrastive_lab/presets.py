@@ -30,18 +30,23 @@ class Config:
     train_split: str = "train"
     test_split: str = "test"
     subset: int = 0  # >0: use only the first `subset` training images (smoke runs)
+    label_subset_file: str = ""  # linear/finetune: text file of image file names to train on (SimCLR's 1%/10% lists)
+    label_fraction: float = 1.0  # linear/finetune, <1: class-balanced random label subset (evaluate.label_subset)
     synthetic_size: int = 5000  # images per split when dataset=synthetic
     # views
     recipe: str = "simclr_cifar"  # see augment.RECIPES
     image_size: int = 32
     view_ops: str = "all"  # or a comma list of the ops to keep: crop,flip,jitter,gray,blur (SimCLR Fig. 5)
+    gpu_views: bool = False  # ImageFolder: workers decode to fixed-size uint8, views drawn in batches on the device
+    decode_size: int = 0  # gpu_views: side of the decoded uint8 square (0 -> image_size * 8 // 7, 256 for 224)
     # encoder f and head g
     encoder: str = "resnet18"
     cifar_stem: bool = True
-    width: float = 1.0  # width multiplier (small ResNets only)
+    width: float = 1.0  # width multiplier (small ResNets, and CPC's patch_convnet)
     head: str = "simclr_v1"  # see heads.build_head
     proj_dim: int = 128  # SimCLR Sec. 2.1 / B.4: z is 128-d
     hidden_dim: int = 0  # 0 -> the head preset's default
+    init_checkpoint: str = ""  # method linear/finetune: pre-training last.pt to evaluate ("random": untrained f)
     # loss
     temperature: float = 0.5  # SimCLR Table 5 / B.9: 0.5 for CIFAR-10
     # method-specific (ignored by methods that do not use them; methods validate what they use)
@@ -55,16 +60,25 @@ class Config:
     bank_momentum: float = 0.5  # InstDisc: v <- normalize(m v + (1-m) f) (official code, --nce-m)
     bank_loss: str = "nce"  # InstDisc: nce (Wu et al. Eq. 6) | infonce (MoCo Eq. 1 on bank negatives)
     proximal: float = 0.0  # InstDisc proximal term lambda ||f_i - v_i||^2 (Wu et al. Sec. 3.3); 0 = off
+    patch_size: int = 8  # CPC: side of the square patches (CPC Sec. 3.2: 64 px on 256-px images)
+    patch_stride: int = 4  # CPC: step between patches; < patch_size -> overlap (CPC: 32 px -> a 7x7 grid)
+    cpc_offsets: int = 3  # CPC: K, predict the patches 1..K rows below (CPC Sec. 3.2: up to 5 on 7x7)
+    cpc_norm: str = "layer"  # CPC patch net: layer (CPC v2 Sec. 4.1) | batch (leaks across patches) | none
+    patch_augment: bool = True  # CPC v2 per-patch flips, colour dropping and crops (cpc.PatchAugment)
     # optimisation
     optimizer: str = "lars"  # sgd | adamw | lars
     lr: float = 0.0  # 0 -> base_lr scaled by the batch size (optim.scale_lr)
     base_lr: float = 0.3  # SimCLR App. B.1: lr = 0.3 x BatchSize / 256
-    lr_scaling: str = "linear"  # linear | sqrt
+    lr_scaling: str = "linear"  # linear (Goyal et al. 2017; SimCLR Sec. 2.3) | sqrt (SimCLR App. B.1)
+    lr_schedule: str = "cosine"  # cosine (after warmup; SimCLR Sec. 2.3) | step (x0.1 at each lr_milestones epoch)
+    lr_milestones: str = ""  # step schedule: comma list of epochs, e.g. "60,80" (MoCo Sec. 4.1 linear eval)
+    nesterov: bool = False  # sgd only: Nesterov momentum (SimCLR App. B.5 fine-tuning, B.6 linear eval)
     weight_decay: float = 1e-6  # SimCLR App. B.1 (LARS)
     momentum: float = 0.9
     warmup_epochs: float = 10.0  # SimCLR App. B.1
     grad_clip: float = 0.0  # 0 -> off
-    batch_size: int = 512
+    batch_size: int = 512  # the GLOBAL batch: the engine splits it evenly over the ranks
+    accum_steps: int = 1  # micro-batches per optimizer step on each rank (NT-Xent: fewer negatives, see engine)
     epochs: int = 100
     max_steps: int = 0  # >0: stop after this many optimizer steps
     time_budget_s: float = 0.0  # >0: stop training after this much wall time (benchmarks)
@@ -94,7 +108,7 @@ class Config:
 
 def validate(cfg: Config) -> Config:
     """Check value ranges, so a typo fails before any training starts."""
-    positive = ["image_size", "batch_size", "epochs", "proj_dim", "knn_k", "checkpoint_every"]
+    positive = ["image_size", "batch_size", "epochs", "proj_dim", "knn_k", "checkpoint_every", "accum_steps"]
     for name in positive:
         if getattr(cfg, name) <= 0:
             raise ValueError(f"{name} must be > 0, got {getattr(cfg, name)}")
@@ -105,10 +119,32 @@ def validate(cfg: Config) -> Config:
         raise ValueError(f"precision must be one of auto, fp32, bf16, fp16; got {cfg.precision!r}")
     if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):
         raise ValueError(f"device must be auto, cpu or cuda[:N]; got {cfg.device!r}")
-    for name in ["lr", "weight_decay", "warmup_epochs", "grad_clip", "max_steps", "time_budget_s", "subset"]:
+    for name in ["lr", "weight_decay", "warmup_epochs", "grad_clip", "max_steps", "time_budget_s", "subset",
+                 "decode_size"]:
         if getattr(cfg, name) < 0:
             raise ValueError(f"{name} must be >= 0, got {getattr(cfg, name)}")
+    if cfg.lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}; got {cfg.lr_schedule!r}")
+    milestones = parse_milestones(cfg.lr_milestones)
+    if cfg.lr_schedule == "step" and not milestones:
+        raise ValueError('lr_schedule=step needs lr_milestones, a comma list of epochs (e.g. "60,80")')
+    if not 0 < cfg.label_fraction <= 1:
+        raise ValueError(f"label_fraction must be in (0, 1] (0.01 = 1% of the labels), got {cfg.label_fraction}")
     return cfg
+
+
+LR_SCHEDULES = ("cosine", "step")
+
+
+def parse_milestones(text: str) -> list[float]:
+    """``"60,80"`` -> ``[60.0, 80.0]``: the epochs at which a step schedule multiplies the lr by 0.1."""
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f'lr_milestones must be a comma list of epochs like "60,80", got {text!r}') from None
+    if any(v <= 0 for v in values) or values != sorted(set(values)):
+        raise ValueError(f"lr_milestones must be positive and strictly increasing, got {text!r}")
+    return values
 
 
 VIEW_OPS = ("crop", "flip", "jitter", "gray", "blur")
@@ -187,7 +223,7 @@ def simclr_cifar10_cpu() -> Config:
         base_lr=0.3,
         weight_decay=1e-6,
         batch_size=256,
-        epochs=15,
+        epochs=20,  # about 7 minutes of training on a 2-core AVX512-BF16 CPU (BENCHMARKS.md)
         warmup_epochs=1.0,
         knn_every=5,
         checkpoint_every=100,
@@ -268,19 +304,20 @@ def moco_v1_cifar10_cpu() -> Config:
     """MoCo v1 on CIFAR-10 for a 2-core CPU: :func:`moco_v2_cifar10_cpu` with v1's choices.
 
     MoCo v1 (He et al. 2019, Sec. 3.3 and 4.1): linear 128-d head (the ResNet's fc), T = 0.07, views
-    without blur (recipe ``moco_v1``). v1 decays the lr in steps; the engine only has cosine, so
-    the "+cos" row of MoCo v2 Table 1 cannot be separated here.
+    without blur (recipe ``moco_v1``), and a step schedule: lr x0.1 at 60% and 80% of training (the
+    paper's epochs 120 and 160 of 200), here epochs 9 and 12 of 15.
     """
-    return moco_v2_cifar10_cpu().replace(method="moco_v1", recipe="moco_v1", head="linear", temperature=0.07)
+    return moco_v2_cifar10_cpu().replace(method="moco_v1", recipe="moco_v1", head="linear", temperature=0.07,
+                                         lr_schedule="step", lr_milestones="9,12")
 
 
 def instdisc_cifar10_cpu() -> Config:
     """Instance discrimination with a memory bank (Wu et al. 2018) on CIFAR-10 for a 2-core CPU.
 
     Wu et al. Sec. 3-4 and the official code: linear 128-d head, T = 0.07, NCE with K noise entries
-    per sample, bank momentum 0.5, SGD. Views as MoCo v1 (which took them from this paper). CPU
-    sizes as :func:`moco_v2_cifar10_cpu` (ResNet-10 x 0.5, batch 256, split BN, K = 1024 of the
-    5085 bank entries, lr 0.06, wd 5e-4, 15 epochs).
+    per sample, bank momentum 0.5, SGD with a step schedule. Views as MoCo v1 (which took them from
+    this paper). CPU sizes as :func:`moco_v1_cifar10_cpu` (ResNet-10 x 0.5, batch 256, split BN,
+    K = 1024 of the 5085 bank entries, lr 0.06, wd 5e-4, 15 epochs, lr x0.1 at epochs 9 and 12).
     """
     return moco_v1_cifar10_cpu().replace(method="instdisc", num_negatives=1024, bank_momentum=0.5)
 
@@ -312,13 +349,13 @@ def moco_v1_imagenet_r50() -> Config:
     """MoCo v1, ResNet-50 on ImageNet-1k (He et al. 2019, Sec. 3.3 and 4): linear 128-d head, T = 0.07,
     K = 65536, m = 0.999, SGD lr 0.03 (batch 256 on 8 GPUs), wd 1e-4, momentum 0.9, 200 epochs.
 
-    Departures: the paper divides the lr by 10 at epochs 120 and 160; the engine uses cosine. The
-    paper applies weight decay to every parameter; optim.param_groups spares BN and biases. On 8 GPUs
-    the engine converts BN to SyncBatchNorm, so the key batch's statistics are global (shuffling BN
-    then has no effect; global BN is the other cure for the leak, SimCLR Sec. 2.2).
+    The lr is multiplied by 0.1 at epochs 120 and 160 (Sec. 4). Departures: the paper applies weight
+    decay to every parameter; optim.param_groups spares BN and biases. On 8 GPUs the engine converts
+    BN to SyncBatchNorm, so the key batch's statistics are global (shuffling BN then has no effect;
+    global BN is the other cure for the leak, SimCLR Sec. 2.2).
     """
     return _imagenet_r50(method="moco_v1", recipe="moco_v1", head="linear", temperature=0.07,
-                         queue_size=65536, momentum_ema=0.999)
+                         queue_size=65536, momentum_ema=0.999, lr_schedule="step", lr_milestones="120,160")
 
 
 def moco_v2_imagenet_r50() -> Config:
@@ -333,10 +370,108 @@ def moco_v2_imagenet_r50() -> Config:
 def instdisc_imagenet_r50() -> Config:
     """InstDisc, ResNet-50 on ImageNet-1k (Wu et al. 2018, Sec. 4): 128-d features, T = 0.07, NCE with
     4096 noise samples, memory momentum 0.5 (official code), SGD lr 0.03, batch 256, 200 epochs,
-    weight decay 1e-4 (the official script's default). Departure: the paper divides the lr by 10 at
-    epoch 120 and 160; the engine uses cosine."""
+    weight decay 1e-4 (the official script's default), lr x0.1 every 40 epochs after the first 120."""
     return _imagenet_r50(method="instdisc", recipe="moco_v1", head="linear", temperature=0.07,
-                         num_negatives=4096, bank_momentum=0.5, bank_loss="nce")
+                         num_negatives=4096, bank_momentum=0.5, bank_loss="nce", lr_schedule="step",
+                         lr_milestones="120,160")
+
+
+def simclr_imagenet_r50() -> Config:
+    """SimCLR, ResNet-50 on ImageNet-1k, the paper's default setting (Chen et al. 2020, Sec. 2.3, App. B.1).
+
+    Global batch 4096 (split over the GPUs; ``batch_size`` is global), LARS with lr = 0.3 x 4096/256 = 4.8
+    and weight decay 1e-6, 10 warmup epochs then cosine decay without restarts, 100 epochs (Sec. 2.3;
+    the best rows of Table 6 train 1000 epochs: ``epochs=1000``). T = 0.1 (Table 5: best with l2-normalised
+    z at batch 4096; also the official README's ImageNet command). Views of App. A (colour strength 1,
+    blur), 2-layer MLP head with BN, z 128-d (Sec. 2.1, B.4). Global BN (Sec. 2.2): the engine converts
+    BN to SyncBatchNorm under torchrun, and NT-Xent gathers z with gradient, so the negatives span the
+    global batch. For a small batch use ``lr_scaling=sqrt base_lr=0.075`` (App. B.1: lr = 0.075 sqrt(B)).
+    """
+    return _imagenet_r50(
+        method="simclr", recipe="simclr_imagenet", head="simclr_v1", temperature=0.1, optimizer="lars",
+        lr=0.0, base_lr=0.3, lr_scaling="linear", weight_decay=1e-6, momentum=0.9, warmup_epochs=10.0,
+        batch_size=4096, epochs=100, checkpoint_every=500,
+    )
+
+
+# Linear evaluation and fine-tuning at ImageNet scale -------------------------------------------------
+# These train a classifier on top of a pre-trained encoder with the same engine (DDP, checkpoints,
+# resume, metrics.csv): ``train --preset linear-eval-moco-imagenet init_checkpoint=RUN/checkpoints/last.pt``.
+# The encoder's architecture comes from the checkpoint. Training views are random crop + flip only
+# (``view_ops=crop,flip``); the reported val top-1 uses resize to 8/7 of the size + centre crop.
+
+
+def _classifier_imagenet(**changes: Any) -> Config:
+    base = dict(method="linear", recipe="simclr_imagenet", view_ops="crop,flip", optimizer="sgd", momentum=0.9,
+                weight_decay=0.0, warmup_epochs=0.0, checkpoint_every=500)
+    return _imagenet_r50(**{**base, **changes})
+
+
+def linear_eval_moco_imagenet() -> Config:
+    """Linear evaluation as MoCo (He et al. 2019, Sec. 4.1; repo ``main_lincls.py``): frozen encoder (BN in
+    eval mode), fc on the 2048-d features, SGD momentum 0.9, lr 30, no weight decay, batch 256, 100 epochs,
+    lr x0.1 at epochs 60 and 80. Departure: the fc starts at zero (MoCo: N(0, 0.01); a convex problem)."""
+    return _classifier_imagenet(lr=30.0, batch_size=256, epochs=100, lr_schedule="step", lr_milestones="60,80")
+
+
+def linear_eval_simclr_imagenet() -> Config:
+    """Linear evaluation as SimCLR (Chen et al. 2020, App. B.6, with B.5's recipe): frozen encoder, Nesterov
+    momentum 0.9, lr = 0.1 x B/256 (1.6 at batch 4096), no weight decay, no warmup, cosine decay, 90 epochs,
+    zero-initialised fc; random crop + flip for training, resize 256 / centre crop 224 for testing."""
+    return _classifier_imagenet(nesterov=True, lr=0.0, base_lr=0.1, lr_scaling="linear", batch_size=4096,
+                                epochs=90)
+
+
+def finetune_simclr_imagenet_1pct() -> Config:
+    """Semi-supervised fine-tuning as SimCLR (Chen et al. 2020, Sec. 6 and App. B.5) on the 1% label subset:
+    the whole encoder is trained, Nesterov momentum 0.9, lr = 0.05 x B/256 (0.8 at 4096), no warmup, no
+    weight decay, 60 epochs. The labelled images are the ones listed in SimCLR's ``1percent.txt`` (one
+    file name per line, e.g. n01440764_10026.JPEG), looked up relative to the working directory, then
+    the data root. With fewer than B labelled images per epoch lower ``batch_size``."""
+    return _classifier_imagenet(method="finetune", nesterov=True, lr=0.0, base_lr=0.05, lr_scaling="linear",
+                                batch_size=4096, epochs=60, label_subset_file="imagenet_subsets/1percent.txt")
+
+
+def finetune_simclr_imagenet_10pct() -> Config:
+    """As :func:`finetune_simclr_imagenet_1pct` on SimCLR's 10% subset (``10percent.txt``), 30 epochs (App. B.5)."""
+    return dataclasses.replace(finetune_simclr_imagenet_1pct(), epochs=30,
+                               label_subset_file="imagenet_subsets/10percent.txt")
+
+
+def cpc_cifar10_cpu() -> Config:
+    """CPC on CIFAR-10 for a 2-core CPU (van den Oord et al. 2018, Sec. 3.2; CPC v2, Hénaff et al. 2020).
+
+    The 32-px image is cut into a 7x7 grid of overlapping 8-px patches with stride 4 (CPC: 64-px
+    patches with stride 32 on 256 px), each encoded by ``cpc.PatchConvNet`` with LayerNorm (CPC v2);
+    a row-causal PixelCNN-style context predicts the latents 1..3 rows below; per-patch flips,
+    colour dropping and crops (CPC v2). Image-level views: random crop + flip only
+    (``view_ops=crop,flip``), and CPC uses one view (``view1``). Adam (CPC Sec. 3.1 uses Adam with
+    lr 2e-4; a larger lr suits a run of minutes), raw dot-product scores (temperature 1, Eq. 3).
+    Batch 32: every prediction is compared with all 32 x 7 x (7 - k) candidate patches, a cost that
+    grows with the square of the batch, so on a CPU small batches train faster per image.
+    """
+    return Config(
+        method="cpc",
+        dataset="cifar10",
+        recipe="simclr_cifar",
+        view_ops="crop,flip",
+        encoder="patch_convnet",
+        width=1.0,
+        patch_size=8,
+        patch_stride=4,
+        cpc_offsets=3,
+        cpc_norm="layer",
+        patch_augment=True,
+        temperature=1.0,
+        optimizer="adamw",
+        lr=2e-3,
+        weight_decay=0.0,
+        batch_size=32,
+        epochs=10,
+        warmup_epochs=0.2,
+        knn_every=5,
+        checkpoint_every=200,
+    )
 
 
 PRESETS: dict[str, Callable[[], Config]] = {
@@ -348,6 +483,12 @@ PRESETS: dict[str, Callable[[], Config]] = {
     "moco-v1-imagenet-r50": moco_v1_imagenet_r50,
     "moco-v2-imagenet-r50": moco_v2_imagenet_r50,
     "instdisc-imagenet-r50": instdisc_imagenet_r50,
+    "simclr-imagenet-r50": simclr_imagenet_r50,
+    "linear-eval-moco-imagenet": linear_eval_moco_imagenet,
+    "linear-eval-simclr-imagenet": linear_eval_simclr_imagenet,
+    "finetune-simclr-imagenet-1pct": finetune_simclr_imagenet_1pct,
+    "finetune-simclr-imagenet-10pct": finetune_simclr_imagenet_10pct,
+    "cpc-cifar10-cpu": cpc_cifar10_cpu,
 }
 
 
