@@ -380,7 +380,8 @@ fig.tight_layout()
 n_out = pick(200, 3000)
 one = test_set.images[5:6]
 g = torch.Generator().manual_seed(0)
-chunks = [cifar_views(one.expand(500, -1, -1, -1), g) for _ in range(math.ceil(n_out / 500))]
+chunk = min(n_out, 500)
+chunks = [cifar_views(one.expand(chunk, -1, -1, -1), g) for _ in range(math.ceil(n_out / chunk))]
 ours_out = torch.cat(chunks)[:n_out]
 pipe = build_torchvision_pipeline(get_recipe("simclr_cifar", **DISPLAY))
 torch.manual_seed(0)
@@ -416,7 +417,7 @@ fig.tight_layout()
 # views also depend on the number of workers.)
 
 # %%
-batch = test_set.images[:64]
+batch = test_set.images[: pick(16, 64)]
 a1 = simclr(batch, torch.Generator().manual_seed(42))
 a2 = simclr(batch, torch.Generator().manual_seed(42))
 print("same seed, same views:", torch.equal(a1, a2))

@@ -193,38 +193,6 @@ if sweep and records("composition"):
 # images, and its seeds can differ by several points (a binomial standard error alone is
 # $\sqrt{p(1-p)/1017} \approx 0.015$ at $p = 0.3$). At this budget every representation is still close
 # to the random network it started from, so all these differences are small.
-#
-# The key comparison (crop, colour, crop + colour, two seeds each) was therefore run a second time
-# with five times the budget (`composition_long` in the sweep):
-
-# %%
-KEY = ["crop", "colour", "crop+colour"]
-if sweep and records("composition_long"):
-    long_epochs = records("composition_long")[0]["changes"]["epochs"]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    for ax, metric, label in [(axes[0], "knn_h", "kNN on h"), (axes[1], "linear_h", "linear probe on h")]:
-        for k, (group, epochs) in enumerate([("composition", sweep["epochs"]), ("composition_long", long_epochs)]):
-            xs = np.arange(len(KEY)) + (k - 0.5) * 0.38
-            ax.bar(xs, [mean(group, name, metric) for name in KEY], width=0.36, label=f"{epochs} epochs",
-                   color=f"C{k}")
-            for x, name in zip(xs, KEY):
-                seeds = [r[metric] for r in records(group, name)]
-                ax.plot([x] * len(seeds), seeds, "k.", ms=4)
-        baseline = float(np.mean([r[metric] for r in RANDOM.values()])) if RANDOM else float("nan")
-        ax.axhline(baseline, color="gray", ls=":", lw=1, label="random init")
-        values = [r[metric] for g in ("composition", "composition_long") for r in records(g) if r["name"] in KEY]
-        ax.set_ylim(min(values + [baseline]) - 0.03, max(values) + 0.03)
-        ax.set(xticks=range(len(KEY)), xticklabels=KEY, title=f"{label} ({DATA} test)")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    print(f"{'views':12s} {'epochs':>6s} {'kNN(h) per seed':>17s} {'linear(h) per seed':>20s} {'final loss':>11s}")
-    for group in ("composition", "composition_long"):
-        for name in KEY:
-            ep = records(group, name)[0]["changes"].get("epochs", sweep["epochs"])
-            print(f"{name:12s} {ep:6d} {per_seed(group, name, 'knn_h'):>17s} {per_seed(group, name, 'linear_h'):>20s}"
-                  f" {mean(group, name, 'final_loss'):11.3f}")
-elif sweep:
-    print("the sweep has no composition_long group; run benchmarks/simclr_ablations.py --groups composition_long")
 
 # %% [markdown]
 # Look at the last column too: the final training loss is the difficulty of the *pretext* task.
