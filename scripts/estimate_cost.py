@@ -101,7 +101,11 @@ def measure_step_time(cfg: Config, gpus: int, steps: int) -> float:
                         checkpoint_every=10**9)
     with tempfile.TemporaryDirectory() as tmp:
         result = train(local, Path(tmp) / "run", verbose=False)
-    return result["train_seconds"] / max(result["step"], 1)
+    if result["step"] < 1:
+        raise ValueError(f"the measurement ran no steps (stop reason {result.get('stop_reason')!r}); "
+                         "check that the dataset has at least one batch of B/G images")
+    # train_seconds is exact to 0.1 ms: a tiny step on a fast machine is short, never zero.
+    return max(result["train_seconds"], 1e-4) / result["step"]
 
 
 def report(res: dict) -> str:
