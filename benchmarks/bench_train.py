@@ -60,16 +60,16 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def timed_steps(step_fn, n: int, warmup: int = 2) -> float:
-    """Median seconds per call of ``step_fn`` over ``n`` calls after ``warmup`` calls."""
-    for _ in range(warmup):
-        step_fn()
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
-        step_fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+def interleaved_medians(step_fns: list, n: int, warmup: int = 2) -> list[float]:
+    """Median seconds per call of each function, calling them in turn ``n`` times after ``warmup`` rounds."""
+    times: list[list[float]] = [[] for _ in step_fns]
+    for i in range(warmup + n):
+        for fn, record in zip(step_fns, times):
+            t = time.perf_counter()
+            fn()
+            if i >= warmup:
+                record.append(time.perf_counter() - t)
+    return [statistics.median(t) for t in times]
 
 
 def throughput(cfg, images: torch.Tensor, n: int) -> dict:
@@ -102,9 +102,10 @@ def measure_steps(cfg, dtype, views: BatchedViews, batch: torch.Tensor, gen, n: 
         v2 = views(batch, generator=gen).contiguous(memory_format=torch.channels_last)
         model_step(v1, v2)
 
-    bound = timed_steps(model_step, n)
-    full = timed_steps(full_step, n)
-    views_only = timed_steps(lambda: (views(batch, generator=gen), views(batch, generator=gen)), n)
+    # Interleaved (bound, full, views, bound, full, views, ...) so that a change in the machine's speed
+    # during the measurement (other jobs, frequency scaling) hits all three alike.
+    bound, full, views_only = interleaved_medians(
+        [model_step, full_step, lambda: (views(batch, generator=gen), views(batch, generator=gen))], n)
     return {
         "bound_img_per_s": round(len(batch) / bound, 1),
         "full_img_per_s": round(len(batch) / full, 1),
