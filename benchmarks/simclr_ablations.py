@@ -1,12 +1,20 @@
 """SimCLR's ablations (Chen et al. 2020) reproduced at CPU scale; results for chapter 06.
 
-Usage (from the repository root, under the shared CPU lock; about an hour of 2 idle cores):
+Usage (from the repository root, with CONTRASTIVE_LAB_DATA pointing at the data):
 
-    CONTRASTIVE_LAB_DATA=/work/shared/data/cifar10-mini flock /work/notes/cpu.lock \\
-        .venv/bin/python benchmarks/simclr_ablations.py [--epochs 2] [--groups composition,head]
+    .venv/bin/python benchmarks/simclr_ablations.py [--epochs 8] [--groups composition,head]
 
-Four groups of short runs, all from the ``simclr-cifar10-cpu`` preset with a ResNet-10 at width
-0.25, batch 256, the same number of epochs per run (equal budget) and fixed seeds:
+On 2 cores, two single-threaded processes get more done than one process with two threads (small
+convolutions parallelise poorly), so the recorded sweep ran the groups in two halves and merged them
+(about 30 min on 2 idle cores):
+
+    OMP_NUM_THREADS=1 python benchmarks/simclr_ablations.py --groups head,batch --out part1.json &
+    OMP_NUM_THREADS=1 python benchmarks/simclr_ablations.py --groups composition,temperature --out part2.json
+    wait; python benchmarks/simclr_ablations.py --merge part1.json part2.json
+
+Four groups of short runs, all from the ``simclr-cifar10-cpu`` preset (batch 128, T=0.1, LARS with
+lr = 0.075 x sqrt(B)) with a ResNet-10 at width 0.25, the same number of epochs per run (equal budget)
+and fixed seeds:
 
 * ``composition`` - SimCLR Fig. 5: which pair of view operations matters. Ops: crop (random
   resized crop), colour (colour jitter + colour drop, i.e. ``view_ops=jitter,gray``) and blur,
@@ -19,12 +27,12 @@ Four groups of short runs, all from the ``simclr-cifar10-cpu`` preset with a Res
   kNN and linear probe on h and on z = g(h), and how well h and z still tell a grey-scaled
   (colour-dropped) view from a colour one (Table 3's question: does g(h) discard information
   about the transformation?). Two seeds.
-* ``temperature`` - SimCLR Table 5 (and App. B.9 for CIFAR-10): tau in {0.05, 0.1, 0.5, 1.0}.
-* ``batch`` - SimCLR Fig. 9: batch size {64, 256, 512} x training length {E, 2E} epochs, lr scaled
-  linearly with the batch (App. B.1: 0.3 x B/256).
+* ``temperature`` - SimCLR Table 5 (and App. B.9 for CIFAR-10): tau in {0.05, 0.1, 0.2, 0.5, 1.0}.
+* ``batch`` - SimCLR Fig. 9: batch size {64, 128, 512} x training length {E, 2E} epochs, lr scaled
+  with the square root of the batch, as in the preset (App. B.1: 0.075 x sqrt(B)).
 
 Every run reports the weighted kNN top-1 (k=200, T=0.1) and a linear probe (evaluate.linear_probe)
-on the frozen features h of the cifar10-mini test split, plus the random-init kNN of the same run.
+on the frozen features h of the cifar10-mini test split, and both again for the untrained encoder of each seed.
 Results go to ``benchmarks/results/simclr_ablations.json`` after every run, so an interrupted sweep
 resumes where it stopped (runs already in the file are skipped unless ``--fresh``).
 """
@@ -82,7 +90,8 @@ def base_config(epochs: int) -> Config:
     return get_preset("simclr-cifar10-cpu").replace(
         dataset="cifar10",
         width=0.25,
-        batch_size=256,
+        max_steps=0,  # the preset caps the demo's steps and wall time; a sweep compares equal epochs
+        time_budget_s=0.0,
         epochs=epochs,
         warmup_epochs=0.2 * epochs,  # 10-20% warmup, like App. B.1's 10 of 100 epochs
         knn_every=0,
@@ -113,10 +122,10 @@ def plan(epochs: int) -> list[Run]:
     for seed in SEEDS:
         for head in ("identity", "linear", "simclr_v1"):
             runs.append(Run("head", head, {"head": head}, seed))
-    for tau in (0.05, 0.1, 0.5, 1.0):
+    for tau in (0.05, 0.1, 0.2, 0.5, 1.0):
         runs.append(Run("temperature", f"tau={tau:g}", {"temperature": tau}))
     for mult in (1, 2):
-        for batch in (64, 256, 512):
+        for batch in (64, 128, 512):
             changes = {"batch_size": batch, "epochs": mult * epochs, "warmup_epochs": 0.2 * mult * epochs}
             runs.append(Run("batch", f"B={batch},epochs={mult * epochs}", changes))
     return runs
@@ -264,7 +273,7 @@ def markdown(doc: dict[str, Any]) -> str:
         f"SimCLR ablations on **{doc['data']}** (ResNet-10 width {doc['base_config']['width']}, batch "
         f"{doc['base_config']['batch_size']}, {doc['epochs']} epochs per run unless stated; test top-1; "
         f"values per seed as seed0 / seed1). {m['cpu']} x{m['cpu_count']}, torch {m['torch']}, {doc['date']}, "
-        f"sweep {doc.get('sweep_seconds', 0) / 60:.0f} min. Untrained encoder (kNN / linear): "
+        f"runs {doc.get('sweep_seconds', 0) / 60:.0f} min in total over {doc.get('parallel_processes', 1)} process(es). Untrained encoder (kNN / linear): "
         + ", ".join(f"seed {k} {v['knn_h']:.3f} / {v['linear_h']:.3f}" for k, v in sorted(doc.get("random_init", {}).items()))
         + ".",
         "",
@@ -281,15 +290,46 @@ def markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One results document from sweeps of different groups run in parallel processes.
+
+    The parts must share data, epochs and base config; runs, random-init scores and commands are
+    united, sweep seconds (the sum of the runs' wall times) are added.
+    """
+    if not parts:
+        raise ValueError("nothing to merge")
+    first = parts[0]
+    for other in parts[1:]:
+        for key in ("data", "epochs", "base_config"):
+            if other.get(key) != first.get(key):
+                raise ValueError(f"cannot merge sweeps with different {key!r}: {first.get(key)} vs {other.get(key)}")
+    doc = {**first, "runs": {}, "random_init": {}, "knn_random": {}, "commands": []}
+    for part in parts:
+        doc["runs"].update(part["runs"])
+        doc["random_init"].update(part.get("random_init", {}))
+        doc["knn_random"].update(part.get("knn_random", {}))
+        doc["commands"] += part.get("commands", [part.get("command", "")])
+    doc["sweep_seconds"] = round(sum(p.get("sweep_seconds", 0.0) for p in parts), 1)
+    doc["parallel_processes"] = len(parts)
+    return doc
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=2, help="epochs per run (E); batch group also runs 2E")
+    parser.add_argument("--epochs", type=int, default=8, help="epochs per run (E); batch group also runs 2E")
     parser.add_argument("--groups", default=",".join(GROUPS), help=f"comma list of {GROUPS}")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results JSON (merged run by run)")
     parser.add_argument("--fresh", action="store_true", help="ignore runs already in --out")
     parser.add_argument("--smoke", action="store_true", help="1 step per run on a subset (tests the script)")
     parser.add_argument("--markdown", action="store_true", help="print --out as a markdown table and exit")
+    parser.add_argument("--merge", type=Path, nargs="+", metavar="PART",
+                        help="combine result files of groups run in parallel (one --out each) into --out")
     args = parser.parse_args(argv)
+    if args.merge:
+        merged = merge([json.loads(p.read_text()) for p in args.merge])
+        args.out.write_text(json.dumps(merged, indent=1, sort_keys=True))
+        print(f"merged {len(merged['runs'])} runs from {len(args.merge)} files into {args.out}")
+        return 0
     if args.markdown:
         print(markdown(json.loads(args.out.read_text())))
         return 0
@@ -329,9 +369,10 @@ def main(argv: list[str] | None = None) -> int:
         for i, run in enumerate(todo):
             cfg = run_config(run, base, args.smoke)
             same = [k for k, r in doc["runs"].items() if r.get("config") == dataclasses.asdict(cfg)]
-            if same:  # e.g. tau=0.5 and B=256 are the head group's nonlinear run: reuse, do not retrain
+            if same:  # e.g. tau=0.1 and B=128 are the head group's nonlinear run: reuse, do not retrain
                 shared = {k: v for k, v in doc["runs"][same[0]].items() if not k.endswith("_z") and "drop" not in k}
-                record = {**shared, "group": run.group, "name": run.name, "same_run_as": same[0]}
+                record = {**shared, "group": run.group, "name": run.name, "changes": run.changes,
+                          "same_run_as": same[0]}
             else:
                 record = run_one(run, cfg, train_ds, test_ds, Path(tmp))
                 record["config"] = dataclasses.asdict(cfg)

@@ -1,0 +1,46 @@
+"""The benchmark scripts' own logic (not their timings): merging parallel sweep parts."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def _part(runs: dict, seed_scores: dict, seconds: float, epochs: int = 8) -> dict:
+    return {"data": "cifar10-mini", "epochs": epochs, "base_config": {"width": 0.25}, "runs": runs,
+            "random_init": {s: {"knn_h": v} for s, v in seed_scores.items()}, "knn_random": dict(seed_scores),
+            "commands": [f"part {len(runs)}"], "sweep_seconds": seconds}
+
+
+def test_ablation_parts_merge_into_one_sweep():
+    abl = _load("simclr_ablations")
+    a = _part({"head/linear/seed0": {"knn_h": 0.4}}, {"0": 0.31}, 100.0)
+    b = _part({"composition/crop/seed0": {"knn_h": 0.35}, "composition/crop/seed1": {"knn_h": 0.36}},
+              {"0": 0.31, "1": 0.30}, 250.5)
+    doc = abl.merge([a, b])
+    assert sorted(doc["runs"]) == ["composition/crop/seed0", "composition/crop/seed1", "head/linear/seed0"]
+    assert doc["knn_random"] == {"0": 0.31, "1": 0.30}
+    assert doc["sweep_seconds"] == pytest.approx(350.5)
+    assert doc["commands"] == ["part 1", "part 2"] and doc["parallel_processes"] == 2
+    assert a["runs"] == {"head/linear/seed0": {"knn_h": 0.4}}  # the inputs are not modified
+
+
+def test_ablation_parts_with_different_settings_are_refused():
+    abl = _load("simclr_ablations")
+    with pytest.raises(ValueError, match="different 'epochs'"):
+        abl.merge([_part({}, {}, 1.0, epochs=8), _part({}, {}, 1.0, epochs=6)])
+    with pytest.raises(ValueError, match="nothing to merge"):
+        abl.merge([])
