@@ -307,12 +307,13 @@ print(f"{G} x {G} grid of {PATCH}-px patches, stride {STRIDE}; patch tensor {tup
 
 fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(7.2, 3.5), gridspec_kw={"width_ratios": [1, 1.1]})
 ax0.imshow(image[0].permute(1, 2, 0).numpy(), interpolation="nearest", extent=(0, 32, 32, 0))
-for i, colour in ((0, "tab:orange"), (1, "tab:cyan")):
-    for j in range(G):
-        inset = 0.25 * i  # row 1 drawn slightly inside its true box, so both rows stay visible
-        ax0.add_patch(Rectangle((j * STRIDE + inset, i * STRIDE + inset), PATCH - 2 * inset, PATCH - 2 * inset,
-                                fill=False, lw=1.1, ec=colour))
-ax0.set_title("rows 0 (orange) and 1 (cyan):\nneighbours overlap by half", fontsize=8)
+corners = [(j * STRIDE, i * STRIDE) for i in range(G) for j in range(G)]
+ax0.scatter(*zip(*corners), s=6, color="white", label="patch corners")
+for (i, j), colour, style in (((0, 0), "tab:orange", "-"), ((0, 1), "yellow", "--"), ((1, 0), "tab:cyan", ":")):
+    ax0.add_patch(Rectangle((j * STRIDE, i * STRIDE), PATCH, PATCH, fill=False, lw=2, ec=colour, ls=style,
+                            label=f"patch ({i},{j})"))
+ax0.legend(fontsize=6, loc="lower right")
+ax0.set_title(f"{PATCH}-px patches every {STRIDE} px:\nneighbours share half their pixels", fontsize=8)
 ax0.axis("off")
 mosaic = torch.ones(3, G * (PATCH + 2), G * (PATCH + 2))
 for i in range(G):
@@ -364,9 +365,9 @@ fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(6.4, 3.0), gridspec_kw={"width_rat
 ax0.imshow(conv.mask.numpy(), cmap="gray", vmin=-0.3, vmax=1.2)
 for (r, q), v in zip(itertools.product(range(3), range(3)), conv.mask.flatten().tolist()):
     ax0.text(q, r, f"{v:.0f}", ha="center", va="center", color="black" if v else "white")
-ax0.set_xticks([0.5, 1.5], minor=True), ax0.set_yticks([0.5, 1.5], minor=True)
-ax0.grid(which="minor", color="gray", lw=1)
-ax0.tick_params(which="both", length=0, labelbottom=False, labelleft=False)
+for edge in (0.5, 1.5):
+    ax0.axhline(edge, color="gray", lw=1), ax0.axvline(edge, color="gray", lw=1)
+ax0.set_xticks([]), ax0.set_yticks([])
 ax0.set_title("3x3 kernel mask: output row\n(centre) sees rows above and its own", fontsize=8)
 shown = ax1.imshow(dependence.numpy(), cmap="viridis", norm=PowerNorm(gamma=0.4))
 ax1.add_patch(Rectangle((j0 - 0.5, i0 - 0.5), 1, 1, fill=False, ec="red", lw=2))
@@ -516,8 +517,10 @@ for name, method in (("random network", random_method), ("trained CPC", trained_
     print(f"linear probe on pooled patch features, {name}: top-1 {out['top1']:.3f} on {test_set.name} test "
           f"({f_train.shape[1]}-d, train top-1 {out['train_top1']:.3f})")
 fig, ax = plt.subplots(figsize=(4.2, 3.0))
-ax.bar(list(probe_top1), list(probe_top1.values()), color=["tab:gray", "tab:blue"])
-ax.axhline(0.1, ls="--", color="gray", lw=1)
+bars = ax.bar(list(probe_top1), list(probe_top1.values()), color=["tab:gray", "tab:blue"])
+ax.bar_label(bars, fmt="%.3f", fontsize=8)
+ax.axhline(0.1, ls="--", color="gray", lw=1, label="chance (10 classes)")
+ax.legend(fontsize=7)
 ax.set(ylabel="linear probe top-1", title=f"pooled patch features ({test_set.name} test)", ylim=(0, 1))
 fig.tight_layout()
 print(f"chapter ran in {time.perf_counter() - chapter_start:.0f} s")

@@ -151,7 +151,6 @@ diff = np.array([(w_one[k] - w_two[k]).abs().max().item() for k in names])
 moved = np.array([(w_one[k] - w_init[k]).abs().max().item() for k in names])
 relative = diff / np.maximum(moved, 1e-12)
 assert relative.max() < 1e-2, f"2 processes differ from 1 process by {relative.max():.1e} of the update"
-assert diff.max() < 1e-4
 print(f"{len(names)} parameter tensors: 2 processes match 1 process; largest difference {diff.max():.1e} while "
       f"the step moved the weights by up to {moved.max():.1e}; per tensor, the difference is at most "
       f"{relative.max():.1e} of the change")
