@@ -1,10 +1,9 @@
 """Image CPC on cifar10-mini under a fixed CPU budget: linear probe on pooled patch features,
 trained vs the same network at random initialisation (and raw pixels, for scale).
 
-Usage (from the repository root, under the shared CPU lock):
+Usage (from the repository root, with CONTRASTIVE_LAB_DATA pointing at the data):
 
-    CONTRASTIVE_LAB_DATA=/work/shared/data/cifar10-mini flock /work/notes/cpu.lock \\
-        .venv/bin/python benchmarks/cpc_probe.py [--budget-s 240] [--out benchmarks/results/cpc_probe.json]
+    .venv/bin/python benchmarks/cpc_probe.py [--budget-s 240] [--out benchmarks/results/cpc_probe.json]
 
 What it does:
 

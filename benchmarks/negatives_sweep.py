@@ -1,10 +1,15 @@
 """Where negatives come from: end-to-end vs memory bank vs MoCo queue at CPU scale (chapter 07).
 
 MoCo (He et al. 2019) Fig. 3 and the momentum ablation of Sec. 4.1, in miniature. Usage (from the
-repository root, under the shared CPU lock; about 15-20 min on 2 idle cores):
+repository root, with CONTRASTIVE_LAB_DATA pointing at the data; about 25 min of runs):
 
-    CONTRASTIVE_LAB_DATA=/work/shared/data/cifar10-mini flock /work/notes/cpu.lock \\
-        .venv/bin/python benchmarks/negatives_sweep.py [--epochs 3] [--groups end_to_end,queue]
+    .venv/bin/python benchmarks/negatives_sweep.py [--epochs 10] [--groups end_to_end,queue]
+
+The recorded sweep ran as two single-threaded processes side by side (12 min on 2 idle cores), merged:
+
+    OMP_NUM_THREADS=1 python benchmarks/negatives_sweep.py --groups end_to_end,memory_bank --out part1.json &
+    OMP_NUM_THREADS=1 python benchmarks/negatives_sweep.py --groups queue,momentum --out part2.json
+    wait; python benchmarks/negatives_sweep.py --merge part1.json part2.json
 
 One runner, one encoder, one data set, one budget for all three mechanisms. Every run trains a
 ResNet-10 at width 0.25 on cifar10-mini at 32 px for the same number of epochs (the same images
@@ -177,13 +182,20 @@ def machine() -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=3, help="epochs per run (the same for every run)")
+    parser.add_argument("--epochs", type=int, default=10, help="epochs per run (the same for every run)")
     parser.add_argument("--groups", default=",".join(GROUPS), help=f"comma list of {GROUPS}")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results JSON (merged run by run)")
     parser.add_argument("--fresh", action="store_true", help="ignore runs already in --out")
     parser.add_argument("--smoke", action="store_true", help="2 steps per run on a subset (tests the script)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: one run in a subprocess
+    parser.add_argument("--merge", type=Path, nargs="+", metavar="PART",
+                        help="combine result files of groups run in parallel (one --out each) into --out")
     args = parser.parse_args(argv)
+    if args.merge:
+        merged = merge([json.loads(p.read_text()) for p in args.merge])
+        args.out.write_text(json.dumps(merged, indent=1, sort_keys=True))
+        print(f"merged {len(merged['runs'])} runs from {len(args.merge)} files into {args.out}")
+        return 0
     if args.worker:
         print("RESULT " + json.dumps(worker(args.worker)), flush=True)
         return 0
@@ -245,6 +257,28 @@ def main(argv: list[str] | None = None) -> int:
     print(f"done in {time.perf_counter() - sweep_start:.0f} s; results in {args.out}")
     print(markdown_table(doc))
     return 0
+
+
+def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One results document from sweeps of different groups run in parallel processes.
+
+    The parts must share data, epochs and the common settings; runs and commands are united, sweep
+    seconds (the sum of the runs' wall times) are added, and each part's load averages are kept.
+    """
+    if not parts:
+        raise ValueError("nothing to merge")
+    first = parts[0]
+    for other in parts[1:]:
+        for key in ("data", "epochs", "common", "smoke"):
+            if other.get(key) != first.get(key):
+                raise ValueError(f"cannot merge sweeps with different {key!r}: {first.get(key)} vs {other.get(key)}")
+    doc = {**first, "runs": {}, "commands": [p.get("command", "") for p in parts],
+           "load_averages": [[p.get("load_average_at_start"), p.get("load_average_at_end")] for p in parts]}
+    for part in parts:
+        doc["runs"].update(part["runs"])
+    doc["sweep_seconds"] = round(sum(p.get("sweep_seconds", 0.0) for p in parts), 1)
+    doc["parallel_processes"] = len(parts)
+    return doc
 
 
 def markdown_table(doc: dict[str, Any]) -> str:

@@ -294,7 +294,8 @@ fig.tight_layout()
 # the loss (as MoCo Sec. 4.1 does for its comparison). End-to-end gets $K = 2(B-1)$ from batches of
 # 32 to 256 (learning rate scaled with $B$); the bank and the queue use batches of 128 and
 # $K \in \{64, 256, 1024, 4096\}$. A second group repeats MoCo's momentum ablation. The full sweep
-# takes about a quarter of an hour, so the chapter reads its results file rather than re-running it:
+# (10 epochs per run) takes about 25 minutes of run time, 12 minutes as two single-threaded processes
+# side by side, so the chapter reads its results file rather than re-running it:
 
 # %%
 candidates = [Path("../benchmarks/results/negatives_sweep.json"), Path("benchmarks/results/negatives_sweep.json")]
@@ -401,10 +402,11 @@ if sweep is not None:
 
 # %% [markdown]
 # At ImageNet scale the best $m$ is 0.999: the key encoder then averages over about a thousand
-# steps, a small fraction of the ~1M steps of a 200-epoch run. Our runs have only about a hundred
+# steps, a small fraction of the ~1M steps of a 200-epoch run. Our runs have only about four hundred
 # steps *in total* (printed above). After $t$ steps the initial weights still make up $m^t$ of the
-# key encoder ($\theta_k^{(t)} = m^t\theta_k^{(0)} + (1-m)\sum_{s} m^{t-s}\theta_q^{(s)}$): about 90% for
-# $m = 0.999$, 99% for $m = 0.9999$. The key encoder is still almost the random network.
+# key encoder ($\theta_k^{(t)} = m^t\theta_k^{(0)} + (1-m)\sum_{s} m^{t-s}\theta_q^{(s)}$): about 68% for
+# $m = 0.999$, 96% for $m = 0.9999$. Those key encoders are still mostly the random network, and in
+# the sweep they score below $m = 0.99$, whose key encoder has forgotten its start.
 # That this can still train the *query* encoder well is less strange than it looks: BYOL
 # (Grill et al. 2020, Sec. 3.1) reports that predicting the features of a fixed *random* network
 # already lifts linear accuracy on ImageNet from 1.4% to 18.8%. What fails is the other end:

@@ -44,3 +44,20 @@ def test_ablation_parts_with_different_settings_are_refused():
         abl.merge([_part({}, {}, 1.0, epochs=8), _part({}, {}, 1.0, epochs=6)])
     with pytest.raises(ValueError, match="nothing to merge"):
         abl.merge([])
+
+
+def _neg_part(runs: dict, seconds: float, epochs: int = 10) -> dict:
+    return {"data": "cifar10-mini", "epochs": epochs, "common": {"width": 0.25}, "smoke": False, "runs": runs,
+            "command": f"part {len(runs)}", "sweep_seconds": seconds, "load_average_at_start": [1.0, 1.0, 1.0],
+            "load_average_at_end": [2.0, 2.0, 2.0]}
+
+
+def test_negatives_parts_merge_into_one_sweep():
+    neg = _load("negatives_sweep")
+    doc = neg.merge([_neg_part({"queue/K=64": {"knn_top1": 0.3}}, 10.0),
+                     _neg_part({"end_to_end/B=32": {"knn_top1": 0.35}, "memory_bank/K=64": {"knn_top1": 0.2}}, 5.5)])
+    assert sorted(doc["runs"]) == ["end_to_end/B=32", "memory_bank/K=64", "queue/K=64"]
+    assert doc["sweep_seconds"] == pytest.approx(15.5) and doc["parallel_processes"] == 2
+    assert doc["commands"] == ["part 1", "part 2"] and len(doc["load_averages"]) == 2
+    with pytest.raises(ValueError, match="different 'epochs'"):
+        neg.merge([_neg_part({}, 1.0, epochs=10), _neg_part({}, 1.0, epochs=3)])
