@@ -126,7 +126,7 @@ single_s = time.perf_counter() - start
 stdout, ddp_s = torchrun("-m", "contrastive_lab", "train", "--preset", "simclr-cifar10-cpu", "--out", ddp_dir,
                          *[f"{k}={v}" for k, v in overrides.items()])
 print("rank 0 of the torchrun job printed:")
-print(textwrap.indent("\n".join(stdout.strip().splitlines()[-4:]), "    "))
+print(textwrap.indent(stdout.strip(), "    "))
 print(f"one process: {single['step']} steps in {single_s:.0f} s; two processes: {ddp_s:.0f} s "
       "including start-up (each process imports torch)")
 

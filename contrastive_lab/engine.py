@@ -928,6 +928,12 @@ def train(
         "precision "
         f"{str(amp_dtype).replace('torch.', '') if amp_dtype else 'fp32'}, lr {lr:g}"
     )
+    if cfg.max_steps and cfg.max_steps < cfg.epochs * steps_per_epoch:
+        say(f"note: max_steps={cfg.max_steps} caps the {cfg.epochs}-epoch schedule "
+            f"({cfg.epochs * steps_per_epoch} steps); pass max_steps=0 to train every epoch")
+    if cfg.time_budget_s:
+        say(f"note: training stops after time_budget_s={cfg.time_budget_s:g} s if it has not finished "
+            "(pass time_budget_s=0 for no limit)")
 
     model.train()
     start_time, images_seen, timed = time.perf_counter(), 0, 0.0

@@ -212,3 +212,13 @@ def test_view_ops_switch_operations_to_their_identity():
     assert only_color.crop_scale == (1.0, 1.0) and only_color.crop_ratio == (1.0, 1.0)
     with pytest.raises(ValueError, match=r"unknown op\(s\) \['colour'\]"):
         tiny_config(view_ops="crop,colour")
+
+
+def test_step_and_time_caps_are_announced_not_silent(tmp_path, capsys):
+    train(tiny_config(epochs=2, max_steps=2, time_budget_s=600.0), tmp_path / "capped", verbose=True)
+    out = capsys.readouterr().out
+    assert "max_steps=2 caps the 2-epoch schedule (6 steps); pass max_steps=0" in out
+    assert "time_budget_s=600 s" in out
+    train(tiny_config(epochs=1, max_steps=0, time_budget_s=0.0), tmp_path / "free", verbose=True)
+    out = capsys.readouterr().out
+    assert "caps the" not in out and "time_budget_s" not in out
