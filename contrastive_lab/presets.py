@@ -209,14 +209,13 @@ def simclr_cifar10_cpu() -> Config:
     strength s=0.5, no blur, LARS and weight decay 1e-6. For a run of minutes rather than
     hundreds of epochs we take the paper's short-training choices:
 
-    * lr = 0.075 x sqrt(B) (App. B.1, Fig. B.1: with LARS, square-root scaling does better than
-      linear scaling, 0.3 x B/256, for small batches and few epochs);
-    * temperature 0.1 (Table 5, the ImageNet default; App. B.9 finds 0.5 best on CIFAR-10
-      after 500+ epochs, but on cifar10-mini at 20 epochs 0.1-0.2 learn much faster:
-      BENCHMARKS.md, "tuning the demo preset");
-    * batch 128 (more steps per epoch; SimCLR Fig. 9 shows the gap between batch sizes
-      shrinking, not vanishing, as training gets longer; with 5085 images 128 gives 39 steps
-      per epoch).
+    * lr = 0.075 x sqrt(B) (App. B.1: with LARS, square-root scaling does better than linear
+      scaling, 0.3 x B/256, for small batches and few epochs);
+    * temperature 0.1 (Table 5, the ImageNet default; App. B.9 finds 0.5 best on CIFAR-10 in
+      its long runs, but on cifar10-mini in 20 epochs 0.1-0.2 learn much faster: BENCHMARKS.md,
+      "Tuning that led to the preset");
+    * batch 128 (Sec. 5.2 / Fig. 9: large batches help most in short runs, yet on 5085 images
+      batch 128 gives 39 steps per epoch where 1024 would give 4; chapter 06 measures both).
 
     Departures for the CPU budget: a ResNet-10 at half width instead of a ResNet-50, tens of
     epochs instead of 100-1000, 1 warmup epoch. bf16 autocast is used when the CPU has native
