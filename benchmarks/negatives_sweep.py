@@ -50,6 +50,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sweep_parts import merge_files, merge_parts
+
 RESULTS = Path(__file__).resolve().parent / "results" / "negatives_sweep.json"
 GROUPS = ("end_to_end", "memory_bank", "queue", "momentum")
 BATCHES = (32, 64, 128, 256)  # end-to-end: the batch is the dictionary
@@ -192,10 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="combine result files of groups run in parallel (one --out each) into --out")
     args = parser.parse_args(argv)
     if args.merge:
-        merged = merge([json.loads(p.read_text()) for p in args.merge])
-        args.out.write_text(json.dumps(merged, indent=1, sort_keys=True))
-        print(f"merged {len(merged['runs'])} runs from {len(args.merge)} files into {args.out}")
-        return 0
+        return merge_files(args.merge, args.out, merge)
     if args.worker:
         print("RESULT " + json.dumps(worker(args.worker)), flush=True)
         return 0
@@ -260,24 +259,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """One results document from sweeps of different groups run in parallel processes.
-
-    The parts must share data, epochs and the common settings; runs and commands are united, sweep
-    seconds (the sum of the runs' wall times) are added, and each part's load averages are kept.
-    """
-    if not parts:
-        raise ValueError("nothing to merge")
-    first = parts[0]
-    for other in parts[1:]:
-        for key in ("data", "epochs", "common", "smoke"):
-            if other.get(key) != first.get(key):
-                raise ValueError(f"cannot merge sweeps with different {key!r}: {first.get(key)} vs {other.get(key)}")
-    doc = {**first, "runs": {}, "commands": [p.get("command", "") for p in parts],
-           "load_averages": [[p.get("load_average_at_start"), p.get("load_average_at_end")] for p in parts]}
-    for part in parts:
-        doc["runs"].update(part["runs"])
-    doc["sweep_seconds"] = round(sum(p.get("sweep_seconds", 0.0) for p in parts), 1)
-    doc["parallel_processes"] = len(parts)
+    """Parts of this sweep run in parallel processes, as one document; each part's load averages are kept."""
+    doc = merge_parts(parts, must_match=("data", "epochs", "common", "smoke"))
+    doc["load_averages"] = [[p.get("load_average_at_start"), p.get("load_average_at_end")] for p in parts]
     return doc
 
 

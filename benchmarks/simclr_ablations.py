@@ -55,6 +55,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import torch
+from sweep_parts import merge_files, merge_parts
 from torch import Tensor, nn
 
 from contrastive_lab import engine
@@ -291,27 +292,8 @@ def markdown(doc: dict[str, Any]) -> str:
 
 
 def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """One results document from sweeps of different groups run in parallel processes.
-
-    The parts must share data, epochs and base config; runs, random-init scores and commands are
-    united, sweep seconds (the sum of the runs' wall times) are added.
-    """
-    if not parts:
-        raise ValueError("nothing to merge")
-    first = parts[0]
-    for other in parts[1:]:
-        for key in ("data", "epochs", "base_config"):
-            if other.get(key) != first.get(key):
-                raise ValueError(f"cannot merge sweeps with different {key!r}: {first.get(key)} vs {other.get(key)}")
-    doc = {**first, "runs": {}, "random_init": {}, "knn_random": {}, "commands": []}
-    for part in parts:
-        doc["runs"].update(part["runs"])
-        doc["random_init"].update(part.get("random_init", {}))
-        doc["knn_random"].update(part.get("knn_random", {}))
-        doc["commands"] += part.get("commands", [part.get("command", "")])
-    doc["sweep_seconds"] = round(sum(p.get("sweep_seconds", 0.0) for p in parts), 1)
-    doc["parallel_processes"] = len(parts)
-    return doc
+    """Parts of this sweep run in parallel processes, as one document (runs and random-init scores united)."""
+    return merge_parts(parts, must_match=("data", "epochs", "base_config"), unite=("random_init", "knn_random"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -326,10 +308,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="combine result files of groups run in parallel (one --out each) into --out")
     args = parser.parse_args(argv)
     if args.merge:
-        merged = merge([json.loads(p.read_text()) for p in args.merge])
-        args.out.write_text(json.dumps(merged, indent=1, sort_keys=True))
-        print(f"merged {len(merged['runs'])} runs from {len(args.merge)} files into {args.out}")
-        return 0
+        return merge_files(args.merge, args.out, merge)
     if args.markdown:
         print(markdown(json.loads(args.out.read_text())))
         return 0

@@ -12,6 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _load(name: str):
+    if str(ROOT / "benchmarks") not in sys.path:  # the scripts import their sibling sweep_parts.py
+        sys.path.insert(0, str(ROOT / "benchmarks"))
     spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses look their module up there
@@ -61,3 +63,12 @@ def test_negatives_parts_merge_into_one_sweep():
     assert doc["commands"] == ["part 1", "part 2"] and len(doc["load_averages"]) == 2
     with pytest.raises(ValueError, match="different 'epochs'"):
         neg.merge([_neg_part({}, 1.0, epochs=10), _neg_part({}, 1.0, epochs=3)])
+
+
+def test_a_run_with_different_results_in_two_parts_is_refused_not_overwritten():
+    abl = _load("simclr_ablations")
+    a = _part({"head/linear/seed0": {"knn_h": 0.4}}, {}, 1.0)
+    b = _part({"head/linear/seed0": {"knn_h": 0.5}}, {}, 1.0)
+    with pytest.raises(ValueError, match="'head/linear/seed0' is in two parts with different results"):
+        abl.merge([a, b])
+    assert abl.merge([a, a])["runs"] == a["runs"]  # the same record twice is harmless
