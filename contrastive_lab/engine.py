@@ -1013,7 +1013,7 @@ def train(
 
     checkpoint()
     train_seconds = time.perf_counter() - start_time - timed
-    results.update(step=step, stop_reason=stop_reason, train_seconds=round(train_seconds, 4))
+    results.update(step=step, stop_reason=stop_reason, train_seconds=train_seconds)
     if stop_reason == "interrupted":
         say(f"stopped by Ctrl-C at step {step}; resume with --resume (checkpoint {ckpt_path})")
         dist_utils.cleanup_distributed()
