@@ -87,8 +87,14 @@ def init_distributed(backend: str | None = None, timeout_s: float | None = None)
 
 
 def cleanup_distributed() -> None:
-    """Destroy the default process group if one exists (no-op otherwise)."""
+    """Destroy the default process group if one exists (no-op otherwise).
+
+    A barrier first: otherwise a fast rank can tear down its gloo pairs while a slow rank is still
+    finishing the last collective (e.g. the all_reduce in a backward pass), which intermittently
+    aborts the slow process ("terminate called without an active exception").
+    """
     if is_distributed():
+        dist.barrier()
         dist.destroy_process_group()
 
 
