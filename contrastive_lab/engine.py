@@ -122,7 +122,8 @@ def load_split(cfg: Config, split: str):
 
 
 def view_recipe(cfg: Config) -> ViewRecipe:
-    """The config's view recipe at ``image_size``, with the ops not in ``view_ops`` switched off.
+    """The config's view recipe at ``image_size`` (crop area from ``crop_min_scale`` and jitter
+    from ``color_strength`` when > 0), with the ops not in ``view_ops`` switched off.
 
     Switching an op off sets it to its identity: crop -> the whole image (scale and aspect 1),
     flip/jitter/gray/blur -> probability 0. This is how SimCLR's composition study (Fig. 5)
@@ -137,6 +138,11 @@ def view_recipe(cfg: Config) -> ViewRecipe:
         "blur": {"blur_p": 0.0},
     }
     overrides: dict[str, Any] = {"size": cfg.image_size}
+    if cfg.crop_min_scale > 0:
+        overrides["crop_scale"] = (cfg.crop_min_scale, 1.0)
+    if cfg.color_strength > 0:
+        s = cfg.color_strength
+        overrides["jitter"] = (0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s)
     for op, identity in off.items():
         if op not in keep:
             overrides.update(identity)
@@ -455,15 +461,22 @@ def select_labelled(dataset, cfg: Config):
 
 
 def eval_transform(cfg: Config):
-    """uint8 images -> float, resized to the training size, normalised like the training views."""
+    """uint8 images -> float, resized to ``eval_size`` (default: the training size), normalised like
+    the training views.
+
+    Random-resized-crop training magnifies objects (a crop of area fraction ``a`` is blown up by
+    ``1/sqrt(a)``), so evaluating at a *larger* size than the views sees objects at the scale
+    training saw them (Touvron et al. 2019, "FixRes", Sec. 3); ``eval_size`` allows that.
+    """
     recipe = view_recipe(cfg)
+    size = cfg.eval_size or cfg.image_size
     mean = torch.tensor(recipe.mean).view(1, 3, 1, 1)
     std = torch.tensor(recipe.std).view(1, 3, 1, 1)
 
     def transform(x: Tensor) -> Tensor:
         x = x.float() / 255.0 if x.dtype == torch.uint8 else x
-        if x.shape[-1] != cfg.image_size or x.shape[-2] != cfg.image_size:
-            x = nn.functional.interpolate(x, size=(cfg.image_size,) * 2, mode="bilinear", antialias=True)
+        if x.shape[-1] != size or x.shape[-2] != size:
+            x = nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
         return (x - mean.to(x.device)) / std.to(x.device)
 
     return transform
@@ -573,12 +586,14 @@ def build_classifier(cfg: Config, num_classes: int) -> Classifier:
 
 
 def center_crop_pipeline(cfg: Config):
-    """Test-time preprocessing of ImageFolder images: resize the shorter side to 8/7 of ``image_size``
-    (256 for 224), centre crop, normalise (SimCLR App. B.5; MoCo ``main_lincls.py``)."""
+    """Test-time preprocessing of ImageFolder images: resize the shorter side to 8/7 of the
+    evaluation size (``eval_size`` or ``image_size``; 256 for 224), centre crop, normalise
+    (SimCLR App. B.5; MoCo ``main_lincls.py``)."""
     recipe = view_recipe(cfg)
+    size = cfg.eval_size or cfg.image_size
     return v2.Compose([
-        v2.Resize(cfg.image_size * 8 // 7, antialias=True),
-        v2.CenterCrop(cfg.image_size),
+        v2.Resize(size * 8 // 7, antialias=True),
+        v2.CenterCrop(size),
         v2.ToDtype(torch.float32, scale=True),
         v2.Normalize(mean=list(recipe.mean), std=list(recipe.std)),
     ])

@@ -35,8 +35,11 @@ class Config:
     synthetic_size: int = 5000  # images per split when dataset=synthetic
     # views
     recipe: str = "simclr_cifar"  # see augment.RECIPES
-    image_size: int = 32
+    image_size: int = 32  # side of the training views
+    eval_size: int = 0  # side of the images the kNN/linear evaluation encodes (0 -> image_size; FixRes)
     view_ops: str = "all"  # or a comma list of the ops to keep: crop,flip,jitter,gray,blur (SimCLR Fig. 5)
+    crop_min_scale: float = 0.0  # >0: smallest crop area fraction instead of the recipe's (MoCo v1: 0.2)
+    color_strength: float = 0.0  # >0: colour-jitter strength s, jitter (0.8s, 0.8s, 0.8s, 0.2s) (SimCLR App. A)
     gpu_views: bool = False  # ImageFolder: workers decode to fixed-size uint8, views drawn in batches on the device
     decode_size: int = 0  # gpu_views: side of the decoded uint8 square (0 -> image_size * 8 // 7, 256 for 224)
     # encoder f and head g
@@ -115,6 +118,13 @@ def validate(cfg: Config) -> Config:
     if not cfg.temperature > 0:
         raise ValueError(f"temperature must be > 0, got {cfg.temperature}")
     _check_view_ops(cfg.view_ops)
+    if cfg.eval_size < 0:
+        raise ValueError(f"eval_size must be >= 0 (0 = image_size), got {cfg.eval_size}")
+    if not 0 <= cfg.color_strength <= 2.5:
+        raise ValueError(f"color_strength must be in [0, 2.5] (hue 0.2s <= 0.5; 0 = the recipe's), "
+                         f"got {cfg.color_strength}")
+    if not 0 <= cfg.crop_min_scale <= 1:
+        raise ValueError(f"crop_min_scale must be in [0, 1] (0 = the recipe's own), got {cfg.crop_min_scale}")
     if cfg.precision not in ("auto", "fp32", "bf16", "fp16"):
         raise ValueError(f"precision must be one of auto, fp32, bf16, fp16; got {cfg.precision!r}")
     if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):

@@ -214,6 +214,37 @@ def test_view_ops_switch_operations_to_their_identity():
         tiny_config(view_ops="crop,colour")
 
 
+def test_crop_min_scale_overrides_the_recipe_unless_crop_is_off():
+    assert engine.view_recipe(tiny_config(crop_min_scale=0.2)).crop_scale == (0.2, 1.0)
+    assert engine.view_recipe(tiny_config()).crop_scale == (0.08, 1.0)  # 0 -> the recipe's own
+    no_crop = engine.view_recipe(tiny_config(crop_min_scale=0.2, view_ops="jitter"))
+    assert no_crop.crop_scale == (1.0, 1.0)
+    with pytest.raises(ValueError, match=r"crop_min_scale must be in \[0, 1\]"):
+        tiny_config(crop_min_scale=1.5)
+
+
+def test_color_strength_sets_simclr_jitter_unless_jitter_is_off():
+    assert engine.view_recipe(tiny_config(color_strength=1.0)).jitter == (0.8, 0.8, 0.8, 0.2)
+    assert engine.view_recipe(tiny_config()).jitter == (0.4, 0.4, 0.4, 0.1)  # simclr_cifar: s = 0.5
+    assert engine.view_recipe(tiny_config(color_strength=1.0, view_ops="crop")).jitter_p == 0.0
+    with pytest.raises(ValueError, match=r"color_strength must be in \[0, 2.5\]"):
+        tiny_config(color_strength=3.0)
+
+
+def test_eval_size_sets_the_size_evaluation_encodes():
+    images = torch.randint(0, 256, (3, 3, 16, 16), dtype=torch.uint8)
+    assert engine.eval_transform(tiny_config())(images).shape == (3, 3, 16, 16)  # 0 -> image_size
+    bigger = engine.eval_transform(tiny_config(image_size=12, eval_size=16))(images)
+    assert bigger.shape == (3, 3, 16, 16)
+    recipe = engine.view_recipe(tiny_config())
+    mean, std = torch.tensor(recipe.mean).view(1, 3, 1, 1), torch.tensor(recipe.std).view(1, 3, 1, 1)
+    torch.testing.assert_close(bigger, (images.float() / 255 - mean) / std)  # same size: no resampling
+    pipeline = engine.center_crop_pipeline(tiny_config(image_size=12, eval_size=16))
+    assert pipeline(torch.randint(0, 256, (3, 40, 30), dtype=torch.uint8)).shape == (3, 16, 16)
+    with pytest.raises(ValueError, match="eval_size must be >= 0"):
+        tiny_config(eval_size=-1)
+
+
 def test_step_and_time_caps_are_announced_not_silent(tmp_path, capsys):
     train(tiny_config(epochs=2, max_steps=2, time_budget_s=600.0), tmp_path / "capped", verbose=True)
     out = capsys.readouterr().out
