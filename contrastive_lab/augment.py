@@ -419,24 +419,23 @@ def rgb_to_gray(x: Tensor) -> Tensor:
     return torch.matmul(weights, x.reshape(b, 3, h * w)).view(b, 1, h, w)
 
 
-def colour_affine(op: Tensor, factor: Tensor, mean_gray: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-sample 3 x 3 matrix ``M`` and offset ``c`` (B x 3 x 1) of one jitter op, ``x <- M x + c``.
+def colour_affine(op: Tensor, factor: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """Matrices ``M`` (... x 3 x 3) and contrast weights ``c`` (...) of jitter ops, ``x <- M x + c mu``.
 
-    torchvision blends the image with a reference, ``f x + (1 - f) ref`` (``_blend``):
+    ``op`` and ``factor`` have any shape (here B x 4: every sample's four steps). torchvision
+    blends the image with a reference, ``f x + (1 - f) ref`` (``_blend``):
     brightness: ref = 0, so ``M = f I``, ``c = 0``;
-    contrast: ref = mean of the luma image ``mu``, so ``M = f I``, ``c = (1 - f) mu 1``;
+    contrast: ref = the mean ``mu`` of the luma image, so ``M = f I``, ``c = 1 - f``;
     saturation: ref = luma ``w^T x``, so ``M = f I + (1 - f) 1 w^T``, ``c = 0``;
     with ``w`` = :data:`GRAY_WEIGHTS`. A factor f = 1 gives the identity map for any op.
+    ``mu`` depends on the image at that step, so the caller multiplies ``c`` by it then.
     """
-    dtype = mean_gray.dtype
-    f = factor.to(dtype).view(-1, 1, 1)
-    is_contrast = (op == CONTRAST).to(dtype).view(-1, 1, 1)
-    is_saturation = (op == SATURATION).to(dtype).view(-1, 1, 1)
+    f = factor.to(dtype)
+    is_saturation = (op == SATURATION).to(dtype)
     eye = torch.eye(3, device=op.device, dtype=dtype)
     luma = torch.tensor(GRAY_WEIGHTS, device=op.device, dtype=dtype).expand(3, 3)  # every row is w^T
-    matrix = f * eye + (1.0 - f) * is_saturation * luma
-    offset = ((1.0 - f) * is_contrast * mean_gray.view(-1, 1, 1)).expand(-1, 3, 1)
-    return matrix, offset
+    matrix = f[..., None, None] * eye + ((1.0 - f) * is_saturation)[..., None, None] * luma
+    return matrix, (1.0 - f) * (op == CONTRAST).to(dtype)
 
 
 def adjust_hue(x: Tensor, hue: Tensor) -> Tensor:
@@ -448,38 +447,42 @@ def adjust_hue(x: Tensor, hue: Tensor) -> Tensor:
     order). V = M and S = d / M are unchanged by the rotation, and the inverse map is
     ``C_n = V - V S ramp(k_n) = M - d ramp(k_n)``, ``k_n = (n + 6H') mod 6`` for n = 5, 3, 1
     (R, G, B), ``ramp(k) = clamp(min(k, 4 - k), 0, 1)``. Gray pixels (d = 0) stay as they are.
+    ``C_n`` lies in ``[m, M]``, so no clamp is needed.
     """
     r, g, b = x.unbind(dim=1)
-    top, low = torch.maximum(torch.maximum(r, g), b), torch.minimum(torch.minimum(r, g), b)
-    d = top - low
-    safe = torch.where(d > 0, d, torch.ones_like(d))
-    h6 = torch.where(top == r, (g - b) / safe, torch.where(top == g, 2.0 + (b - r) / safe, 4.0 + (r - g) / safe))
+    top = torch.maximum(torch.maximum(r, g), b)
+    d = top - torch.minimum(torch.minimum(r, g), b)
+    inv_d = torch.where(d > 0, d, 1.0).reciprocal_()
+    h6 = torch.where(top == r, (g - b).mul_(inv_d),
+                     torch.where(top == g, (b - r).mul_(inv_d).add_(2.0), (r - g).mul_(inv_d).add_(4.0)))
     n = torch.tensor([5.0, 3.0, 1.0], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     k = torch.remainder(h6.unsqueeze(1) + (n + 6.0 * hue.to(x.dtype).view(-1, 1, 1, 1)), 6.0)
     ramp = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
-    return (top.unsqueeze(1) - d.unsqueeze(1) * ramp).clamp_(0.0, 1.0)
+    return ramp.mul_(d.unsqueeze(1)).neg_().add_(top.unsqueeze(1))  # M - d ramp
 
 
 def color_jitter(x: Tensor, params: ViewParams) -> Tensor:
     """Per-sample ColorJitter with a per-sample op order (torchvision ColorJitter.transform).
 
     At step k each sample runs its op ``order[:, k]``. Brightness, contrast and saturation are
-    per-sample affine RGB maps (:func:`colour_affine`), so one ``baddbmm`` + clamp serves the
-    whole batch (identity for samples whose op is hue or that skip the jitter). Hue is not
-    affine; it is computed only for the samples that need it at this step.
+    per-sample affine RGB maps (:func:`colour_affine`, all B x 4 of them built before the loop),
+    so one ``baddbmm`` + clamp serves the whole batch at each step (identity for samples whose
+    op is hue or that skip the jitter). Hue is not affine; it is computed only for the samples
+    that need it at this step.
     """
     b, c, h, w = x.shape
     gray_w = torch.tensor(GRAY_WEIGHTS, device=x.device, dtype=x.dtype)
+    ops = torch.where(params.jitter[:, None], params.order, HUE)  # B x 4; "hue" = no affine op
     one = torch.ones_like(params.brightness)
     factors = torch.stack((params.brightness, params.contrast, params.saturation, one), dim=1)
+    matrices, contrast_weight = colour_affine(ops, factors.gather(1, ops), x.dtype)  # neutral 1 for hue
+    hue_steps = (ops == HUE) & params.jitter[:, None] & (params.hue != 0)[:, None]
     for k in range(4):
-        op = torch.where(params.jitter, params.order[:, k], HUE)
         flat = x.reshape(b, c, h * w)
         mean_gray = flat.mean(dim=2) @ gray_w  # mean of the luma image, per sample
-        factor = factors.gather(1, op[:, None])[:, 0]  # neutral 1 for hue / no jitter
-        matrix, offset = colour_affine(op, factor, mean_gray)
-        x = torch.baddbmm(offset, matrix, flat).clamp_(0.0, 1.0).view(b, c, h, w)
-        idx = torch.nonzero((op == HUE) & params.jitter & (params.hue != 0)).flatten()
+        offset = (contrast_weight[:, k] * mean_gray).view(b, 1, 1).expand(b, c, 1)
+        x = torch.baddbmm(offset, matrices[:, k], flat).clamp_(0.0, 1.0).view(b, c, h, w)
+        idx = torch.nonzero(hue_steps[:, k]).flatten()
         if idx.numel():
             x[idx] = adjust_hue(x[idx], params.hue[idx])
     return x
