@@ -45,7 +45,12 @@ chapters: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check contrastive_lab tests benchmarks scripts chapters/*.py
 
+# The .py chapters open as notebooks: make "Jupytext Notebook" JupyterLab's default viewer for Python
+# files, in the settings overrides of the venv's JupyterLab (never the user's ~/.jupyter). Other
+# overrides in that file, and a python viewer someone already chose there, are kept.
+LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.json
 lab: $(STAMP)
+	$(BIN)/jupytext-config --settings-file $(LAB_SETTINGS) set-default-viewer python
 	$(BIN)/jupyter lab chapters
 
 # After editing a chapter's .py file: rewrite its .ipynb twin (outputs are kept).

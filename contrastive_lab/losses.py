@@ -20,8 +20,8 @@ Conventions shared by all losses here:
   float64) with autocast disabled, so fp16/bf16 embeddings are safe; the loss is returned
   in that compute dtype (float32 for fp16/bf16/fp32 inputs). Gradients flow back to the
   inputs in their own dtype.
-* Bad input raises ValueError/TypeError naming the argument: wrong shapes, batches too small
-  to have negatives, temperatures that are not finite and > 0, NaN/inf embeddings. (The
+* Bad input raises ValueError/TypeError naming the argument: wrong shapes, batches below 2
+  samples, temperatures that are not finite and > 0, NaN/inf embeddings. (The
   NaN/inf check reads one boolean back from the device per input: a tiny sync on GPU.)
 * Each ``foo_reference`` spells out the paper's per-anchor formula with Python loops. They
   are slow, for reading and testing only; ``foo`` is what training code calls.
@@ -79,8 +79,8 @@ def _check_embeddings(x: Tensor, name: str, ndims: tuple[int, ...] = (2,)) -> No
         )
 
 
-def _check_pair(a: Tensor, b: Tensor, name_a: str, name_b: str, min_rows: int = 1) -> None:
-    """Two embeddings of identical shape (N, D) with N >= min_rows."""
+def _check_pair(a: Tensor, b: Tensor, name_a: str, name_b: str) -> None:
+    """Two finite embeddings of identical shape (N, D)."""
     _check_embeddings(a, name_a)
     _check_embeddings(b, name_b)
     if a.shape != b.shape:
@@ -88,10 +88,14 @@ def _check_pair(a: Tensor, b: Tensor, name_a: str, name_b: str, min_rows: int = 
             f"{name_a} and {name_b} must have the same shape (N, D), "
             f"got {tuple(a.shape)} and {tuple(b.shape)}"
         )
-    if a.shape[0] < min_rows:
+
+
+def _check_batch(n: int, loss: str, rows: str) -> None:
+    """A batch of at least 2 samples; ``rows`` says where the n samples were counted."""
+    if n < 2:
         raise ValueError(
-            f"batch size {a.shape[0]} is too small: need at least {min_rows} rows in {name_a} "
-            "so that every anchor has a negative"
+            f"batch size {n} is too small for {loss} ({rows}): contrastive losses need at least "
+            "2 samples per batch; pass a larger batch"
         )
 
 
@@ -157,7 +161,7 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5, gather: bool = Fal
 
     Args:
         z1, z2: (N, D) *unnormalised* embeddings of the two views (row k of each is a
-            positive pair); normalised here. Any float dtype; fp16/bf16 are upcast.
+            positive pair), N >= 2 (over all ranks with ``gather``); normalised here. Any float dtype; fp16/bf16 are upcast.
         temperature: tau > 0 (SimCLR's code defaults to 0.1 for ImageNet; App. B.9 uses
             0.5 on CIFAR-10).
         gather: under ``torch.distributed``, contrast against the negatives of *all* ranks:
@@ -172,11 +176,7 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5, gather: bool = Fal
     temperature = _check_temperature(temperature)
     _check_pair(z1, z2, "z1", "z2")
     n, world = z1.shape[0], (get_world_size() if gather else 1)
-    if n * world < 2:
-        raise ValueError(
-            f"nt_xent needs a batch of at least 2 pairs (got N={n} on {world} rank(s)): "
-            "with one pair there are no negatives"
-        )
+    _check_batch(n * world, "nt_xent", f"N={n} pairs in z1, z2 on {world} rank(s); one pair has no negatives")
     with _no_autocast(z1):
         dtype = _compute_dtype(z1, z2)
         z1n, z2n = _l2_normalize(z1, dtype), _l2_normalize(z2, dtype)
@@ -230,6 +230,7 @@ class NTXentLoss(nn.Module):
 
 def _check_info_nce_inputs(query: Tensor, key: Tensor, negatives: Tensor) -> None:
     _check_pair(query, key, "query", "key")
+    _check_batch(query.shape[0], "info_nce", f"N={query.shape[0]} rows in query and key")
     _check_embeddings(negatives, "negatives")
     if negatives.shape[0] < 1 or negatives.shape[1] != query.shape[1]:
         raise ValueError(
@@ -248,7 +249,7 @@ def info_nce(query: Tensor, key: Tensor, negatives: Tensor, temperature: float =
     where k_0 = k+ (positive logit at index 0) and k_1..k_K are the queue's negatives.
 
     Args:
-        query: (N, D) queries q from the encoder being trained.
+        query: (N, D) queries q from the encoder being trained, N >= 2.
         key: (N, D) positive keys k+; in MoCo they come from the momentum encoder under
             ``no_grad`` -- this function does not detach them, the caller decides.
         negatives: (K, D) negative keys (MoCo's queue, K = 65536 in the paper).
@@ -304,6 +305,7 @@ class InfoNCELoss(nn.Module):
 
 def _check_nce_inputs(f: Tensor, v_pos: Tensor, v_noise: Tensor, n: int, z: float | None) -> None:
     _check_pair(f, v_pos, "features", "positive_bank_feats")
+    _check_batch(f.shape[0], "nce_memory_bank", f"B={f.shape[0]} rows in features and positive_bank_feats")
     _check_embeddings(v_noise, "noise_bank_feats", ndims=(2, 3))
     b, d = f.shape
     ok = (v_noise.ndim == 2 and v_noise.shape[1] == d) or (v_noise.ndim == 3 and v_noise.shape[::2] == (b, d))
@@ -346,7 +348,7 @@ def nce_memory_bank(
     Computed in log space: log h = logsigmoid(log P - log(m/n)).
 
     Args:
-        features: (B, D) f_i, the current network output for the batch.
+        features: (B, D) f_i, the current network output for the batch, B >= 2.
         positive_bank_feats: (B, D) memory-bank entries of the same instances (usually
             detached: the bank is updated by momentum, not by gradients).
         noise_bank_feats: (B, m, D) noise entries per sample (as the official code draws
@@ -457,6 +459,10 @@ class NCEMemoryBankLoss(nn.Module):
 # --------------------------------------------------------------------------- CPC
 
 
+def _cpc_rows(predictions: Tensor) -> str:
+    return f"M={predictions.shape[0]} rows in predictions and targets; one row has no negatives"
+
+
 def _cpc_scores(predictions: Tensor, targets: Tensor, normalize: bool) -> Tensor:
     """(M, M) scores s_ij = (W_k c_t)_i . z_j in the compute dtype (cosines if ``normalize``)."""
     dtype = _compute_dtype(predictions, targets)
@@ -477,7 +483,7 @@ def cpc_info_nce(
         L_N = -mean_i log  exp(p_i . z_i / tau) / sum_{j=1..M} exp(p_i . z_j / tau)
 
     Args:
-        predictions: (M, D) predicted latents W_k c_t, rows aligned with ``targets``.
+        predictions: (M, D) predicted latents W_k c_t, rows aligned with ``targets``, M >= 2.
         targets: (M, D) actual latents z_{t+k}.
         temperature: tau > 0; 1.0 (no scaling) is the paper's form.
         normalize: use cosine similarity instead of raw dot products (off in the paper).
@@ -486,7 +492,8 @@ def cpc_info_nce(
         Scalar loss in float32 (float64 if an input is float64).
     """
     temperature = _check_temperature(temperature)
-    _check_pair(predictions, targets, "predictions", "targets", min_rows=2)
+    _check_pair(predictions, targets, "predictions", "targets")
+    _check_batch(predictions.shape[0], "cpc_info_nce", _cpc_rows(predictions))
     with _no_autocast(predictions):
         logits = _cpc_scores(predictions, targets, normalize) / temperature
         return F.cross_entropy(logits, torch.arange(logits.shape[0], device=logits.device))
@@ -512,7 +519,8 @@ def cpc_accuracy(predictions: Tensor, targets: Tensor, normalize: bool = False) 
     The accuracy of CPC's M-way classification task (van den Oord et al. 2018, Sec. 2.3);
     temperature does not change the argmax. Ties count as correct only if index i wins.
     """
-    _check_pair(predictions, targets, "predictions", "targets", min_rows=2)
+    _check_pair(predictions, targets, "predictions", "targets")
+    _check_batch(predictions.shape[0], "cpc_accuracy", _cpc_rows(predictions))
     with _no_autocast(predictions):
         scores = _cpc_scores(predictions, targets, normalize)
         return (scores.argmax(dim=1) == torch.arange(scores.shape[0], device=scores.device)).float().mean()
@@ -563,7 +571,7 @@ def clip_loss(image_emb: Tensor, text_emb: Tensor, logit_scale: float | Tensor) 
     i.e. the mean of the image->text (rows) and text->image (columns) cross-entropies.
 
     Args:
-        image_emb, text_emb: (N, D) embeddings, row i of each a matching pair; normalised here.
+        image_emb, text_emb: (N, D) embeddings, N >= 2, row i of each a matching pair; normalised here.
         logit_scale: s = exp(t) > 0, the multiplier (not its log); a float or a 0-dim
             tensor (which receives gradient). :class:`ClipLoss` learns it.
 
@@ -571,7 +579,8 @@ def clip_loss(image_emb: Tensor, text_emb: Tensor, logit_scale: float | Tensor) 
         Scalar loss in float32 (float64 if an input is float64).
     """
     _check_logit_scale(logit_scale)
-    _check_pair(image_emb, text_emb, "image_emb", "text_emb", min_rows=2)
+    _check_pair(image_emb, text_emb, "image_emb", "text_emb")
+    _check_batch(image_emb.shape[0], "clip_loss", f"N={image_emb.shape[0]} rows in image_emb and text_emb")
     with _no_autocast(image_emb):
         dtype = _compute_dtype(image_emb, text_emb)
         i_e, t_e = _l2_normalize(image_emb, dtype), _l2_normalize(text_emb, dtype)
@@ -631,11 +640,12 @@ def alignment(z1: Tensor, z2: Tensor, alpha: float = 2.0) -> Tensor:
     here the inputs are **normalised inside**, so raw embeddings can be passed.
 
     Args:
-        z1, z2: (N, D) embeddings; row i of each is a positive pair.
+        z1, z2: (N, D) embeddings, N >= 2; row i of each is a positive pair.
         alpha: exponent > 0 (paper default 2).
     """
     alpha = _check_positive(alpha, "alpha", " (paper default 2)")
     _check_pair(z1, z2, "z1", "z2")
+    _check_batch(z1.shape[0], "alignment", f"N={z1.shape[0]} rows in z1 and z2")
     with _no_autocast(z1):
         dtype = _compute_dtype(z1, z2)
         return (_l2_normalize(z1, dtype) - _l2_normalize(z2, dtype)).norm(dim=1).pow(alpha).mean()
@@ -660,8 +670,7 @@ def uniformity(z: Tensor, t: float = 2.0) -> Tensor:
     """
     t = _check_positive(t, "t", " (paper default 2)")
     _check_embeddings(z, "z")
-    if z.shape[0] < 2:
-        raise ValueError(f"uniformity needs at least 2 rows in z to form a pair, got shape {tuple(z.shape)}")
+    _check_batch(z.shape[0], "uniformity", f"N={z.shape[0]} rows in z; a pair needs 2")
     with _no_autocast(z):
         sq_dist = torch.pdist(_l2_normalize(z, _compute_dtype(z)), p=2).pow(2)
         return torch.logsumexp(-t * sq_dist, dim=0) - math.log(sq_dist.numel())

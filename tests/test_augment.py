@@ -191,7 +191,7 @@ def test_blur_matrix_rows_sum_to_one_and_oversized_kernels_fail():
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["simclr_imagenet", "moco_v1"])
+@pytest.mark.parametrize("name", list(A.RECIPES))
 def test_parameter_statistics_match_recipe(name):
     r = A.get_recipe(name)
     H, W = 375, 500

@@ -3,6 +3,8 @@ matches it cell for cell and carries the outputs of a demo-mode run."""
 
 from __future__ import annotations
 
+import ast
+import re
 from pathlib import Path
 
 import jupytext
@@ -11,6 +13,7 @@ import pytest
 CHAPTERS = Path(__file__).resolve().parents[1] / "chapters"
 TEXT_CHAPTERS = sorted(CHAPTERS.glob("[0-9][0-9]_*.py"))
 NOTEBOOKS = sorted(CHAPTERS.glob("[0-9][0-9]_*.ipynb"))
+SMOKE_SWITCH = {"smoke_mode", "pick"}  # contrastive_lab.runtime's functions that read CONTRASTIVE_LAB_SMOKE
 
 
 def _cells(path: Path) -> list[tuple[str, str]]:
@@ -45,8 +48,58 @@ def test_notebook_is_committed_with_outputs(notebook: Path):
     assert not errors, f"{notebook.name} was committed with an error output"
 
 
+def _smoke_switch_calls(source: str) -> list[str]:
+    """Calls in ``source`` to ``smoke_mode``/``pick`` imported from :mod:`contrastive_lab.runtime`.
+
+    Both import styles count: ``from contrastive_lab.runtime import pick`` then ``pick(...)``, and
+    ``from contrastive_lab import runtime`` (or ``import contrastive_lab.runtime as rt``) then
+    ``runtime.pick(...)``.
+    """
+    tree = ast.parse(source)
+    functions, modules = set(), set()  # local names bound to the switch functions / to the module
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "contrastive_lab.runtime":
+            functions |= {a.asname or a.name for a in node.names if a.name in SMOKE_SWITCH}
+        elif isinstance(node, ast.ImportFrom) and node.module == "contrastive_lab":
+            modules |= {a.asname or a.name for a in node.names if a.name == "runtime"}
+        elif isinstance(node, ast.Import):
+            modules |= {a.asname for a in node.names if a.name == "contrastive_lab.runtime" and a.asname}
+    calls = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        if isinstance(func, ast.Name) and func.id in functions:
+            calls.append(func.id)
+        elif isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
+            if func.value.id in modules and func.attr in SMOKE_SWITCH:
+                calls.append(f"{func.value.id}.{func.attr}")
+    return calls
+
+
+def _markdown_headings(path: Path) -> list[str]:
+    """Every markdown heading (``#`` to ``######``) of a chapter in order, skipping fenced code."""
+    headings = []
+    for cell in jupytext.read(path).cells:
+        if cell.cell_type != "markdown":
+            continue
+        in_fence = False
+        for line in cell.source.splitlines():
+            if line.lstrip().startswith(("```", "~~~")):
+                in_fence = not in_fence
+            elif not in_fence and re.match(r"#{1,6}\s", line):
+                headings.append(line.strip())
+    return headings
+
+
 @pytest.mark.parametrize("text", TEXT_CHAPTERS, ids=lambda p: p.stem)
 def test_chapter_reads_the_smoke_switch_and_ends_with_exercises(text: Path):
-    source = text.read_text()
-    assert "contrastive_lab" in source, f"{text.name} must import from contrastive_lab"
-    assert "## Exercises" in source, f"{text.name} must end with an '## Exercises' section"
+    calls = _smoke_switch_calls(text.read_text())
+    assert calls, (
+        f"{text.name} never reads the smoke switch: import smoke_mode or pick from contrastive_lab.runtime "
+        "and size the chapter's work with them, so that CONTRASTIVE_LAB_SMOKE=1 runs it in seconds"
+    )
+    headings = _markdown_headings(text)
+    assert "## Exercises" in headings, f"{text.name} must end with an '## Exercises' section"
+    after = headings[len(headings) - headings[::-1].index("## Exercises") :]
+    assert not after, f"{text.name}: '## Exercises' must be the last heading, but {after} follow it"

@@ -4,6 +4,8 @@ numerical stability, low precision and argument validation."""
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -57,14 +59,14 @@ def test_nt_xent_matches_reference(n: int, d: int, tau: float) -> None:
     torch.testing.assert_close(nt_xent(z1, z2, tau), nt_xent_reference(z1, z2, tau))
 
 
-@pytest.mark.parametrize("n,d,k", [(1, 3, 1), (4, 5, 9), (6, 8, 17)])
+@pytest.mark.parametrize("n,d,k", [(2, 3, 1), (4, 5, 9), (6, 8, 17)])
 def test_info_nce_matches_reference(n: int, d: int, k: int) -> None:
     q, key, neg = randn(n, d, seed=1), randn(n, d, seed=2), randn(k, d, seed=3)
     for tau in (0.07, 0.2, 1.0):
         torch.testing.assert_close(info_nce(q, key, neg, tau), info_nce_reference(q, key, neg, tau))
 
 
-@pytest.mark.parametrize("b,m,d", [(1, 1, 3), (4, 5, 6), (6, 9, 8)])
+@pytest.mark.parametrize("b,m,d", [(2, 1, 3), (4, 5, 6), (6, 9, 8)])
 @pytest.mark.parametrize("z", [None, 123.0])
 def test_nce_memory_bank_matches_reference(b: int, m: int, d: int, z: float | None) -> None:
     f, v, noise = randn(b, d, seed=1), randn(b, d, seed=2), randn(b, m, d, seed=3)
@@ -139,8 +141,9 @@ def test_nt_xent_hand_worked_orthogonal_and_antipodal() -> None:
 def test_info_nce_hand_worked() -> None:
     # q = e1, k+ = 2 e1 (cosine 1), negatives e2 (0) and -e1 (-1):
     # L = -log(e^{1/tau} / (e^{1/tau} + e^0 + e^{-1/tau})) = log(1 + e^{-1/tau} + e^{-2/tau}).
+    # The second query is the first one scaled (same cosines), so the batch mean is that value.
     tau = 0.2
-    got = info_nce(t([E1]), t([[2.0, 0.0]]), t([E2, [-1.0, 0.0]]), tau)
+    got = info_nce(t([E1, [3.0, 0.0]]), t([[2.0, 0.0], E1]), t([E2, [-1.0, 0.0]]), tau)
     assert got.item() == pytest.approx(math.log(1 + math.exp(-1 / tau) + math.exp(-2 / tau)), rel=1e-12)
 
 
@@ -148,7 +151,9 @@ def test_nce_memory_bank_hand_worked() -> None:
     # n = 10, m = 1, tau = 1, f = e1, v = e1 (score 1), noise v' = e2 (score 0).
     # Eq. 7: Z = n/m * exp(0) = 10. P(i|v) = e/10, m*P_n = 1/10, so h(i,v) = e/(e+1);
     # noise: P = 1/10, h = (1/10)/(2/10) = 1/2. Loss = -log(e/(e+1)) - log(1/2) = log(1+e^-1) + log 2.
-    loss, z = nce_memory_bank(t([E1]), t([E1]), t([[E2]]), dataset_size=10, temperature=1.0)
+    # The second sample is the first one scaled (same scores), so Z and the batch mean are unchanged.
+    f, v, noise = t([E1, [2.0, 0.0]]), t([E1, [3.0, 0.0]]), torch.tensor([[E2], [E2]], dtype=F64)
+    loss, z = nce_memory_bank(f, v, noise, dataset_size=10, temperature=1.0)
     assert z.item() == pytest.approx(10.0, rel=1e-12)
     assert loss.item() == pytest.approx(math.log(1 + math.exp(-1)) + math.log(2), rel=1e-12)
 
@@ -376,90 +381,289 @@ def test_clip_module_learnable_scale_init_and_clamp() -> None:
 GOOD = randn(4, 3, seed=9)
 NAN = GOOD.clone().index_put_((torch.tensor(0), torch.tensor(1)), torch.tensor(float("nan"), dtype=F64))
 INF = GOOD.clone().index_put_((torch.tensor(2), torch.tensor(0)), torch.tensor(float("inf"), dtype=F64))
+NOISE = randn(4, 2, 3, seed=8)  # (B, m, D) noise entries matching GOOD for nce_memory_bank
+TEMPERATURE = "temperature must be a finite number > 0"
 
 
+def too_small(loss: str, rows: str, n: int = 1) -> str:
+    """The message of a batch below 2: the batch size, the loss, where it was counted, and why."""
+    why = "contrastive losses need at least 2 samples"
+    return rf"batch size {n} is too small for {loss} \({re.escape(rows)}.*\): {why}"
+
+
+def non_finite(name: str) -> str:
+    """The message of NaN/inf in the input called ``name``."""
+    return rf"^{name} contains non-finite values \(NaN or inf\)"
+
+
+def clip_module_with_log_scale(value: float) -> ClipLoss:
+    """A ClipLoss whose learnt log logit scale has become ``value`` (e.g. NaN after divergence)."""
+    loss_fn = ClipLoss()
+    with torch.no_grad():
+        loss_fn.log_logit_scale.fill_(value)
+    return loss_fn
+
+
+def bad(id_: str, call: Callable[[], object], match: str, exc: type[Exception] = ValueError) -> object:
+    """One row of the table below: ``call()`` raises ``exc`` whose message matches ``match``."""
+    return pytest.param(call, exc, match, id=id_)
+
+
+# Every loss and module: mismatched shapes, a batch below 2, a temperature (or other scale) <= 0 and
+# NaN/inf in each input tensor, plus type and dimension errors.
 @pytest.mark.parametrize(
     "call,exc,match",
     [
-        (
+        # nt_xent
+        bad(
+            "nt_xent-shapes",
             lambda: nt_xent(GOOD, GOOD[:3]),
-            ValueError,
             r"z1 and z2 must have the same shape.*\(4, 3\) and \(3, 3\)",
         ),
-        (lambda: nt_xent(GOOD[:1], GOOD[:1]), ValueError, r"at least 2 pairs \(got N=1"),
-        (lambda: nt_xent(GOOD, GOOD, 0.0), ValueError, "temperature must be a finite number > 0, got 0.0"),
-        (lambda: nt_xent(GOOD, GOOD, -0.5), ValueError, "temperature must be a finite number > 0, got -0.5"),
-        (
-            lambda: nt_xent(GOOD, GOOD, float("inf")),
-            ValueError,
-            "temperature must be a finite number > 0, got inf",
+        bad(
+            "nt_xent-batch-1",
+            lambda: nt_xent(GOOD[:1], GOOD[:1]),
+            too_small("nt_xent", "N=1 pairs in z1, z2 on 1 rank(s)"),
         ),
-        (
-            lambda: nt_xent(GOOD, GOOD, float("nan")),
-            ValueError,
-            "temperature must be a finite number > 0, got nan",
+        bad("nt_xent-batch-0", lambda: nt_xent(GOOD[:0], GOOD[:0]), too_small("nt_xent", "N=0 pairs", n=0)),
+        bad("nt_xent-temp-0", lambda: nt_xent(GOOD, GOOD, 0.0), f"{TEMPERATURE}, got 0.0"),
+        bad("nt_xent-temp-neg", lambda: nt_xent(GOOD, GOOD, -0.5), f"{TEMPERATURE}, got -0.5"),
+        bad("nt_xent-temp-inf", lambda: nt_xent(GOOD, GOOD, float("inf")), f"{TEMPERATURE}, got inf"),
+        bad("nt_xent-temp-nan", lambda: nt_xent(GOOD, GOOD, float("nan")), f"{TEMPERATURE}, got nan"),
+        bad(
+            "nt_xent-temp-str",
+            lambda: nt_xent(GOOD, GOOD, "0.5"),
+            "temperature must be a float, got str",
+            TypeError,
         ),
-        (lambda: nt_xent(GOOD, GOOD, "0.5"), TypeError, "temperature must be a float, got str"),
-        (lambda: nt_xent(NAN, GOOD), ValueError, r"z1 contains non-finite values \(NaN or inf\)"),
-        (lambda: nt_xent(GOOD, INF), ValueError, r"z2 contains non-finite values \(NaN or inf\)"),
-        (lambda: nt_xent(GOOD[0], GOOD[1]), ValueError, r"z1 must be a 2-D tensor, got shape \(3,\)"),
-        (lambda: nt_xent(GOOD.long(), GOOD.long()), TypeError, "z1 must be a floating-point tensor"),
-        (lambda: nt_xent(GOOD.tolist(), GOOD), TypeError, "z1 must be a torch.Tensor, got list"),
-        (lambda: info_nce(GOOD, GOOD[:2], GOOD), ValueError, "query and key must have the same shape"),
-        (
+        bad("nt_xent-nan-z1", lambda: nt_xent(NAN, GOOD), non_finite("z1")),
+        bad("nt_xent-inf-z2", lambda: nt_xent(GOOD, INF), non_finite("z2")),
+        bad("nt_xent-1d", lambda: nt_xent(GOOD[0], GOOD[1]), r"z1 must be a 2-D tensor, got shape \(3,\)"),
+        bad(
+            "nt_xent-int",
+            lambda: nt_xent(GOOD.long(), GOOD.long()),
+            "z1 must be a floating-point tensor",
+            TypeError,
+        ),
+        bad(
+            "nt_xent-list",
+            lambda: nt_xent(GOOD.tolist(), GOOD),
+            "z1 must be a torch.Tensor, got list",
+            TypeError,
+        ),
+        # NTXentLoss
+        bad("NTXentLoss-shapes", lambda: NTXentLoss()(GOOD, GOOD[:3]), "z1 and z2 must have the same shape"),
+        bad("NTXentLoss-batch", lambda: NTXentLoss()(GOOD[:1], GOOD[:1]), too_small("nt_xent", "N=1 pairs")),
+        bad("NTXentLoss-nan-z1", lambda: NTXentLoss()(NAN, GOOD), non_finite("z1")),
+        bad("NTXentLoss-nan-z2", lambda: NTXentLoss()(GOOD, NAN), non_finite("z2")),
+        # info_nce
+        bad(
+            "info_nce-shapes",
+            lambda: info_nce(GOOD, GOOD[:2], GOOD),
+            "query and key must have the same shape",
+        ),
+        bad(
+            "info_nce-neg-dim",
             lambda: info_nce(GOOD, GOOD, randn(5, 2)),
-            ValueError,
             r"negatives must have shape \(K, D\).*\(5, 2\)",
         ),
-        (lambda: info_nce(GOOD, GOOD, GOOD[:0]), ValueError, r"K >= 1.*got \(0, 3\)"),
-        (lambda: info_nce(GOOD, GOOD, INF), ValueError, "negatives contains non-finite"),
-        (lambda: info_nce(GOOD, GOOD, GOOD, 0), ValueError, "temperature must be a finite number > 0"),
-        (
+        bad("info_nce-neg-empty", lambda: info_nce(GOOD, GOOD, GOOD[:0]), r"K >= 1.*got \(0, 3\)"),
+        bad(
+            "info_nce-batch",
+            lambda: info_nce(GOOD[:1], GOOD[:1], GOOD),
+            too_small("info_nce", "N=1 rows in query and key"),
+        ),
+        bad("info_nce-temp-0", lambda: info_nce(GOOD, GOOD, GOOD, 0), f"{TEMPERATURE}, got 0"),
+        bad("info_nce-temp-neg", lambda: info_nce(GOOD, GOOD, GOOD, -0.1), f"{TEMPERATURE}, got -0.1"),
+        bad("info_nce-nan-query", lambda: info_nce(NAN, GOOD, GOOD), non_finite("query")),
+        bad("info_nce-nan-key", lambda: info_nce(GOOD, NAN, GOOD), non_finite("key")),
+        bad("info_nce-inf-negatives", lambda: info_nce(GOOD, GOOD, INF), non_finite("negatives")),
+        # InfoNCELoss
+        bad(
+            "InfoNCELoss-shapes",
+            lambda: InfoNCELoss()(GOOD, GOOD[:2], GOOD),
+            "query and key must have the same shape",
+        ),
+        bad(
+            "InfoNCELoss-batch",
+            lambda: InfoNCELoss()(GOOD[:1], GOOD[:1], GOOD),
+            too_small("info_nce", "N=1 rows"),
+        ),
+        bad("InfoNCELoss-nan-query", lambda: InfoNCELoss()(NAN, GOOD, GOOD), non_finite("query")),
+        bad("InfoNCELoss-nan-key", lambda: InfoNCELoss()(GOOD, NAN, GOOD), non_finite("key")),
+        bad("InfoNCELoss-nan-negatives", lambda: InfoNCELoss()(GOOD, GOOD, NAN), non_finite("negatives")),
+        # nce_memory_bank
+        bad(
+            "nce-shapes",
+            lambda: nce_memory_bank(GOOD, GOOD[:2], NOISE, 10),
+            r"features and positive_bank_feats must have the same shape.*\(4, 3\) and \(2, 3\)",
+        ),
+        bad(
+            "nce-noise-dim",
             lambda: nce_memory_bank(GOOD, GOOD, randn(4, 2, 5), 10),
-            ValueError,
             r"noise_bank_feats must have shape",
         ),
-        (lambda: nce_memory_bank(GOOD, GOOD, randn(3, 2, 3), 10), ValueError, r"\(B, m, D\) = \(4, m, 3\)"),
-        (
+        bad(
+            "nce-noise-batch",
+            lambda: nce_memory_bank(GOOD, GOOD, randn(3, 2, 3), 10),
+            r"\(B, m, D\) = \(4, m, 3\)",
+        ),
+        bad(
+            "nce-noise-1d",
             lambda: nce_memory_bank(GOOD, GOOD, randn(3), 10),
-            ValueError,
             "noise_bank_feats must be a 2-D or 3-D",
         ),
-        (lambda: nce_memory_bank(GOOD, GOOD, GOOD, 0), ValueError, "dataset_size must be a positive int"),
-        (lambda: nce_memory_bank(GOOD, GOOD, GOOD, 10.0), ValueError, "dataset_size must be a positive int"),
-        (lambda: nce_memory_bank(GOOD, GOOD, GOOD, 10, z=-1.0), ValueError, "z must be a finite number > 0"),
-        (lambda: nce_memory_bank(GOOD, NAN, GOOD, 10), ValueError, "positive_bank_feats contains non-finite"),
-        (lambda: nce_memory_bank(GOOD, GOOD, GOOD, 10, 0.0), ValueError, "temperature must be a finite"),
-        (lambda: cpc_info_nce(GOOD[:1], GOOD[:1]), ValueError, "batch size 1 is too small"),
-        (
+        bad(
+            "nce-batch",
+            lambda: nce_memory_bank(GOOD[:1], GOOD[:1], NOISE[:1], 10),
+            too_small("nce_memory_bank", "B=1 rows in features and positive_bank_feats"),
+        ),
+        bad(
+            "nce-dataset-size-0",
+            lambda: nce_memory_bank(GOOD, GOOD, GOOD, 0),
+            "dataset_size must be a positive int",
+        ),
+        bad(
+            "nce-dataset-size-float",
+            lambda: nce_memory_bank(GOOD, GOOD, GOOD, 10.0),
+            "dataset_size must be a positive int",
+        ),
+        bad(
+            "nce-z-neg",
+            lambda: nce_memory_bank(GOOD, GOOD, GOOD, 10, z=-1.0),
+            "z must be a finite number > 0",
+        ),
+        bad("nce-temp-0", lambda: nce_memory_bank(GOOD, GOOD, GOOD, 10, 0.0), f"{TEMPERATURE}, got 0.0"),
+        bad("nce-temp-neg", lambda: nce_memory_bank(GOOD, GOOD, GOOD, 10, -1.0), f"{TEMPERATURE}, got -1.0"),
+        bad("nce-nan-features", lambda: nce_memory_bank(NAN, GOOD, NOISE, 10), non_finite("features")),
+        bad(
+            "nce-nan-positive",
+            lambda: nce_memory_bank(GOOD, NAN, NOISE, 10),
+            non_finite("positive_bank_feats"),
+        ),
+        bad("nce-inf-noise", lambda: nce_memory_bank(GOOD, GOOD, INF, 10), non_finite("noise_bank_feats")),
+        # NCEMemoryBankLoss
+        bad(
+            "NCEMemoryBankLoss-shapes",
+            lambda: NCEMemoryBankLoss(10)(GOOD, GOOD[:2], NOISE),
+            "features and positive_bank_feats must have the same shape",
+        ),
+        bad(
+            "NCEMemoryBankLoss-batch",
+            lambda: NCEMemoryBankLoss(10)(GOOD[:1], GOOD[:1], NOISE[:1]),
+            too_small("nce_memory_bank", "B=1 rows"),
+        ),
+        bad(
+            "NCEMemoryBankLoss-nan-features",
+            lambda: NCEMemoryBankLoss(10)(NAN, GOOD, NOISE),
+            non_finite("features"),
+        ),
+        bad(
+            "NCEMemoryBankLoss-nan-positive",
+            lambda: NCEMemoryBankLoss(10)(GOOD, NAN, NOISE),
+            non_finite("positive_bank_feats"),
+        ),
+        bad(
+            "NCEMemoryBankLoss-nan-noise",
+            lambda: NCEMemoryBankLoss(10)(GOOD, GOOD, NAN),
+            non_finite("noise_bank_feats"),
+        ),
+        # cpc_info_nce (and cpc_accuracy, which shares its checks)
+        bad(
+            "cpc-shapes",
             lambda: cpc_info_nce(GOOD, GOOD[:, :2]),
-            ValueError,
             "predictions and targets must have the same shape",
         ),
-        (lambda: cpc_info_nce(GOOD, GOOD, float("inf")), ValueError, "temperature must be a finite"),
-        (lambda: cpc_accuracy(GOOD, NAN), ValueError, "targets contains non-finite"),
-        (lambda: clip_loss(GOOD, GOOD, 0.0), ValueError, "logit_scale must be a finite number > 0"),
-        (
-            lambda: clip_loss(GOOD, GOOD, torch.tensor(-1.0)),
-            ValueError,
-            "logit_scale must be a finite number > 0",
+        bad(
+            "cpc-batch",
+            lambda: cpc_info_nce(GOOD[:1], GOOD[:1]),
+            too_small("cpc_info_nce", "M=1 rows in predictions and targets; one row has no negatives"),
         ),
-        (lambda: clip_loss(GOOD, GOOD, torch.ones(2)), ValueError, "1-element float tensor"),
-        (
+        bad("cpc-temp-0", lambda: cpc_info_nce(GOOD, GOOD, 0.0), f"{TEMPERATURE}, got 0.0"),
+        bad("cpc-temp-neg", lambda: cpc_info_nce(GOOD, GOOD, -1.0), f"{TEMPERATURE}, got -1.0"),
+        bad("cpc-temp-inf", lambda: cpc_info_nce(GOOD, GOOD, float("inf")), f"{TEMPERATURE}, got inf"),
+        bad("cpc-nan-predictions", lambda: cpc_info_nce(NAN, GOOD), non_finite("predictions")),
+        bad("cpc-inf-targets", lambda: cpc_info_nce(GOOD, INF), non_finite("targets")),
+        bad(
+            "cpc_accuracy-batch",
+            lambda: cpc_accuracy(GOOD[:1], GOOD[:1]),
+            too_small("cpc_accuracy", "M=1 rows"),
+        ),
+        bad("cpc_accuracy-nan-targets", lambda: cpc_accuracy(GOOD, NAN), non_finite("targets")),
+        # CPCInfoNCELoss
+        bad(
+            "CPCInfoNCELoss-shapes",
+            lambda: CPCInfoNCELoss()(GOOD, GOOD[:3]),
+            "predictions and targets must have the same shape",
+        ),
+        bad(
+            "CPCInfoNCELoss-batch",
+            lambda: CPCInfoNCELoss()(GOOD[:1], GOOD[:1]),
+            too_small("cpc_info_nce", "M=1 rows"),
+        ),
+        bad("CPCInfoNCELoss-nan-predictions", lambda: CPCInfoNCELoss()(NAN, GOOD), non_finite("predictions")),
+        bad("CPCInfoNCELoss-nan-targets", lambda: CPCInfoNCELoss()(GOOD, NAN), non_finite("targets")),
+        # clip_loss (its temperature is 1/logit_scale)
+        bad(
+            "clip-shapes",
             lambda: clip_loss(GOOD, GOOD[:2], 1.0),
-            ValueError,
             "image_emb and text_emb must have the same shape",
         ),
-        (lambda: clip_loss(GOOD[:1], GOOD[:1], 1.0), ValueError, "batch size 1 is too small"),
-        (lambda: clip_loss(INF, GOOD, 1.0), ValueError, "image_emb contains non-finite"),
-        (lambda: alignment(GOOD, GOOD, 0.0), ValueError, "alpha must be a finite number > 0"),
-        (lambda: alignment(GOOD, GOOD[:3]), ValueError, "z1 and z2 must have the same shape"),
-        (lambda: uniformity(GOOD, -2.0), ValueError, "t must be a finite number > 0"),
-        (lambda: uniformity(GOOD[:1]), ValueError, "at least 2 rows"),
-        (lambda: uniformity(NAN), ValueError, "z contains non-finite"),
+        bad(
+            "clip-batch",
+            lambda: clip_loss(GOOD[:1], GOOD[:1], 1.0),
+            too_small("clip_loss", "N=1 rows in image_emb and text_emb"),
+        ),
+        bad("clip-scale-0", lambda: clip_loss(GOOD, GOOD, 0.0), "logit_scale must be a finite number > 0"),
+        bad(
+            "clip-scale-neg-tensor",
+            lambda: clip_loss(GOOD, GOOD, torch.tensor(-1.0)),
+            "logit_scale must be a finite number > 0",
+        ),
+        bad(
+            "clip-scale-nan-tensor",
+            lambda: clip_loss(GOOD, GOOD, torch.tensor(float("nan"))),
+            "logit_scale must be a finite number > 0",
+        ),
+        bad("clip-scale-2-elements", lambda: clip_loss(GOOD, GOOD, torch.ones(2)), "1-element float tensor"),
+        bad("clip-inf-image", lambda: clip_loss(INF, GOOD, 1.0), non_finite("image_emb")),
+        bad("clip-nan-text", lambda: clip_loss(GOOD, NAN, 1.0), non_finite("text_emb")),
+        # ClipLoss
+        bad(
+            "ClipLoss-shapes",
+            lambda: ClipLoss()(GOOD, GOOD[:2]),
+            "image_emb and text_emb must have the same shape",
+        ),
+        bad("ClipLoss-batch", lambda: ClipLoss()(GOOD[:1], GOOD[:1]), too_small("clip_loss", "N=1 rows")),
+        bad("ClipLoss-nan-image", lambda: ClipLoss()(NAN, GOOD), non_finite("image_emb")),
+        bad("ClipLoss-nan-text", lambda: ClipLoss()(GOOD, NAN), non_finite("text_emb")),
+        bad(
+            "ClipLoss-diverged-scale",
+            lambda: clip_module_with_log_scale(float("nan"))(GOOD, GOOD),
+            "logit_scale must be a finite number > 0 .*got nan",
+        ),
+        # alignment (no temperature: its exponent alpha must be > 0)
+        bad("alignment-shapes", lambda: alignment(GOOD, GOOD[:3]), "z1 and z2 must have the same shape"),
+        bad(
+            "alignment-batch",
+            lambda: alignment(GOOD[:1], GOOD[:1]),
+            too_small("alignment", "N=1 rows in z1 and z2"),
+        ),
+        bad("alignment-alpha-0", lambda: alignment(GOOD, GOOD, 0.0), "alpha must be a finite number > 0"),
+        bad("alignment-nan-z1", lambda: alignment(NAN, GOOD), non_finite("z1")),
+        bad("alignment-inf-z2", lambda: alignment(GOOD, INF), non_finite("z2")),
+        # uniformity (one input, so the shape check is its dimension; t must be > 0)
+        bad("uniformity-1d", lambda: uniformity(GOOD[0]), r"z must be a 2-D tensor, got shape \(3,\)"),
+        bad(
+            "uniformity-batch",
+            lambda: uniformity(GOOD[:1]),
+            too_small("uniformity", "N=1 rows in z; a pair needs 2"),
+        ),
+        bad("uniformity-t-neg", lambda: uniformity(GOOD, -2.0), "t must be a finite number > 0"),
+        bad("uniformity-nan-z", lambda: uniformity(NAN), non_finite("z")),
     ],
 )
-def test_bad_input_raises_clear_error(call, exc: type[Exception], match: str) -> None:
+def test_bad_input_raises_clear_error(call: Callable[[], object], exc: type[Exception], match: str) -> None:
     with pytest.raises(exc, match=match):
         call()
 
@@ -467,15 +671,22 @@ def test_bad_input_raises_clear_error(call, exc: type[Exception], match: str) ->
 @pytest.mark.parametrize(
     "make,match",
     [
-        (lambda: NTXentLoss(temperature=0.0), "temperature must be a finite number > 0"),
-        (lambda: InfoNCELoss(temperature=float("inf")), "temperature must be a finite number > 0"),
-        (lambda: CPCInfoNCELoss(temperature=-1.0), "temperature must be a finite number > 0"),
+        (lambda: NTXentLoss(temperature=0.0), f"{TEMPERATURE}, got 0.0"),
+        (lambda: NTXentLoss(temperature=-0.5), f"{TEMPERATURE}, got -0.5"),
+        (lambda: InfoNCELoss(temperature=0.0), f"{TEMPERATURE}, got 0.0"),
+        (lambda: InfoNCELoss(temperature=-0.07), f"{TEMPERATURE}, got -0.07"),
+        (lambda: InfoNCELoss(temperature=float("inf")), f"{TEMPERATURE}, got inf"),
+        (lambda: CPCInfoNCELoss(temperature=0.0), f"{TEMPERATURE}, got 0.0"),
+        (lambda: CPCInfoNCELoss(temperature=-1.0), f"{TEMPERATURE}, got -1.0"),
         (lambda: NCEMemoryBankLoss(0), "dataset_size must be a positive int"),
-        (lambda: NCEMemoryBankLoss(10, temperature=float("nan")), "temperature must be a finite number > 0"),
-        (lambda: ClipLoss(init_temperature=0.0), "init_temperature must be a finite number > 0"),
+        (lambda: NCEMemoryBankLoss(10, temperature=0.0), f"{TEMPERATURE}, got 0.0"),
+        (lambda: NCEMemoryBankLoss(10, temperature=-0.07), f"{TEMPERATURE}, got -0.07"),
+        (lambda: NCEMemoryBankLoss(10, temperature=float("nan")), f"{TEMPERATURE}, got nan"),
+        (lambda: ClipLoss(init_temperature=0.0), "init_temperature must be a finite number > 0, got 0.0"),
+        (lambda: ClipLoss(init_temperature=-0.07), "init_temperature must be a finite number > 0, got -0.07"),
         (lambda: ClipLoss(max_logit_scale=-5.0), "max_logit_scale must be a finite number > 0"),
     ],
 )
-def test_modules_validate_at_construction(make, match: str) -> None:
+def test_modules_validate_at_construction(make: Callable[[], object], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         make()

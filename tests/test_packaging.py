@@ -1,9 +1,13 @@
-"""Packaging contracts: environment.yml and pyproject.toml name the same packages, and the
-constraints file pins every one of them exactly."""
+"""Packaging contracts: environment.yml and pyproject.toml name the same packages, the
+constraints file pins every one of them exactly, and `make lab` opens the .py chapters as notebooks."""
 
 from __future__ import annotations
 
+import json
 import re
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +16,7 @@ import tomllib
 ROOT = Path(__file__).resolve().parents[1]
 CONDA_TO_PIP = {"pytorch": "torch"}  # conda-forge package name -> PyPI name
 NOT_PACKAGES = {"python", "pip"}
+JUPYTEXT_VIEWER = "Jupytext Notebook"  # the viewer (widget factory) jupyterlab-jupytext registers
 
 
 def _name(requirement: str) -> str:
@@ -84,3 +89,80 @@ def test_every_declared_dependency_is_pinned():
         if line and not line.startswith("#")
     }
     assert (runtime | dev) <= pinned, f"not pinned: {sorted((runtime | dev) - pinned)}"
+
+
+# ----------------------------------------------------------------- make lab
+
+
+def make_recipe(target: str) -> list[str]:
+    """The commands of ``target`` in the Makefile: the tab-indented lines after ``target:``."""
+    lines = (ROOT / "Makefile").read_text().splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith(f"{target}:")), None)
+    assert start is not None, f"the Makefile has no {target!r} target"
+    recipe = []
+    for line in lines[start + 1 :]:
+        if not line.startswith("\t"):
+            break
+        recipe.append(line[1:])
+    return recipe
+
+
+def make_variable(name: str) -> str:
+    """The value of ``NAME := value`` in the Makefile."""
+    match = re.search(rf"^{name}\s*:?=\s*(.+?)\s*$", (ROOT / "Makefile").read_text(), re.M)
+    assert match, f"the Makefile does not set {name}"
+    return match.group(1)
+
+
+def lab_viewer_command() -> list[str]:
+    """The `make lab` command that sets the default viewer, split into arguments."""
+    recipe = make_recipe("lab")
+    setting = [
+        i for i, line in enumerate(recipe) if "jupytext-config" in line and "set-default-viewer" in line
+    ]
+    launch = [i for i, line in enumerate(recipe) if "jupyter lab" in line]
+    assert setting and launch, f"`make lab` must set the default viewer, then start JupyterLab: {recipe}"
+    assert setting[0] < launch[0], "`make lab` must set the default viewer before it starts JupyterLab"
+    return shlex.split(recipe[setting[0]])
+
+
+def test_make_lab_writes_the_viewer_setting_inside_the_venv(monkeypatch: pytest.MonkeyPatch) -> None:
+    args = lab_viewer_command()
+    assert args[args.index("--settings-file") + 1] == "$(LAB_SETTINGS)"
+    assert args[args.index("set-default-viewer") + 1 :] == ["python"], "only .py files: README.md stays text"
+    assert make_variable("LAB_SETTINGS") == "$(VENV)/share/jupyter/lab/settings/overrides.json"
+    assert make_variable("VENV") == ".venv"
+    commands = pytest.importorskip("jupyterlab.commands")
+    monkeypatch.delenv("JUPYTERLAB_DIR", raising=False)
+    # JupyterLab reads <app dir>/settings/overrides.json, and its app dir is the environment's.
+    assert Path(commands.get_app_dir()) / "settings" == Path(sys.prefix) / "share/jupyter/lab/settings"
+
+
+def test_make_lab_viewer_setting_opens_python_files_as_jupytext_notebooks(tmp_path: Path) -> None:
+    """Runs the Makefile's command against a settings file in tmp_path, fresh and with other overrides."""
+    pytest.importorskip("jupytext_config")
+    settings = tmp_path / "lab" / "settings" / "overrides.json"
+    expected = {"@jupyterlab/docmanager-extension:plugin": {"defaultViewers": {"python": JUPYTEXT_VIEWER}}}
+    make_vars = {
+        "$(BIN)/jupytext-config": [sys.executable, "-m", "jupytext_config"],
+        "$(LAB_SETTINGS)": [str(settings)],
+    }
+    command = [part for arg in lab_viewer_command() for part in make_vars.get(arg, [arg])]
+    subprocess.run(command, check=True, timeout=60)
+    assert json.loads(settings.read_text()) == expected
+    theme = {"@jupyterlab/apputils-extension:themes": {"theme": "JupyterLab Dark"}}
+    settings.write_text(json.dumps(theme))
+    subprocess.run(command, check=True, timeout=60)  # keeps the overrides already there
+    assert json.loads(settings.read_text()) == {**theme, **expected}
+
+
+def test_jupytext_notebook_is_the_viewer_name_of_the_installed_jupytext() -> None:
+    static = Path(sys.prefix) / "share/jupyter/labextensions/jupyterlab-jupytext/static"
+    scripts = sorted(static.glob("*.js"))
+    if not scripts:
+        pytest.skip(f"jupyterlab-jupytext is not installed in {sys.prefix}")
+    quoted = f'"{JUPYTEXT_VIEWER}"'
+    assert any(quoted in js.read_text(errors="replace") for js in scripts), (
+        f"jupyterlab-jupytext in {static} no longer registers a viewer named {quoted}: "
+        "update JUPYTEXT_VIEWER and check `jupytext-config set-default-viewer`"
+    )
