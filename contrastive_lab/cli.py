@@ -14,7 +14,9 @@ linear evaluation and fine-tuning are ``train`` presets too (``linear-eval-*``, 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
+import re
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -27,11 +29,22 @@ from .presets import PRESETS, Config, apply_overrides, get_preset
 PROTOCOLS = ("knn", "linear", "finetune")
 
 
+def config_comments() -> dict[str, str]:
+    """Each Config field's trailing ``# comment`` in presets.py (its one-line documentation)."""
+    comments = {}
+    for line in inspect.getsource(Config).splitlines():
+        match = re.match(r"\s+(\w+): [^=]+=[^#]*#\s*(.+)$", line)
+        if match:
+            comments[match.group(1)] = match.group(2).strip()
+    return comments
+
+
 def _config_help() -> str:
-    default = Config()
+    default, comments = Config(), config_comments()
     lines = ["config keys (override with key=value; defaults shown are Config's, a preset changes some):"]
     for f in fields(Config):
-        lines.append(f"  {f.name}={getattr(default, f.name)!r}")
+        note = comments.get(f.name, "")
+        lines.append(f"  {f.name}={getattr(default, f.name)!r}" + (f"  ({note})" if note else ""))
     return "\n".join(lines)
 
 

@@ -40,6 +40,9 @@ def test_train_help_lists_every_config_key_with_its_default(capsys):
         assert f"{f.name}={getattr(Config(), f.name)!r}" in text, f.name
     for option in ["--preset", "--out", "--resume", "simclr-cifar10-cpu"]:
         assert option in text
+    # each key's one-line documentation (its comment in presets.Config) follows its default
+    assert "eval_size=0  (side of the images the kNN/linear evaluation encodes" in text
+    assert "temperature=0.5  (SimCLR Table 5" in text
 
 
 @pytest.mark.parametrize("verb, options", [
