@@ -72,3 +72,25 @@ def test_a_run_with_different_results_in_two_parts_is_refused_not_overwritten():
     with pytest.raises(ValueError, match="'head/linear/seed0' is in two parts with different results"):
         abl.merge([a, b])
     assert abl.merge([a, a])["runs"] == a["runs"]  # the same record twice is harmless
+
+
+def test_collect_runs_lists_what_differs_from_the_preset(tmp_path):
+    import json
+
+    from contrastive_lab.presets import get_preset
+
+    collect_runs = _load("collect_runs")
+    preset = json.loads(get_preset("simclr-cifar10-cpu").to_json())
+    run = tmp_path / "wide"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({**preset, "width": 0.75, "data_root": "/somewhere"}))
+    (run / "results.json").write_text(json.dumps({"step": 830, "train_seconds": 512.34,
+                                                  "knn_random": 0.31468, "knn_final": 0.48672}))
+    record = collect_runs.collect(run, "simclr-cifar10-cpu", preset)
+    assert record["changes"] == {"width": 0.75}  # data_root is where the data lay, not a change
+    assert record["command"].endswith("--out wide width=0.75")
+    assert (record["steps"], record["knn_final"], record["train_seconds"]) == (830, 0.4867, 512.3)
+    assert "| wide | width=0.75 | 830 | 0.315 -> 0.487 |" in collect_runs.markdown([record])
+    (run / "results.json").unlink()
+    with pytest.raises(SystemExit, match="no results.json"):
+        collect_runs.collect(run, "simclr-cifar10-cpu", preset)
