@@ -7,38 +7,40 @@ preset, the optimizer steps, the training time and the kNN top-1 before and afte
     python benchmarks/collect_runs.py runs/screen/* --preset simclr-cifar10-cpu \\
         --out benchmarks/results/demo_screen.json
 
-Used for the screening toward the demo's 0.55 kNN target (BENCHMARKS.md): each run there was
-started with the CLI command stored in the JSON, two single-threaded processes at a time.
+Used for the screening toward the demo's 0.55 kNN target (BENCHMARKS.md); the JSON's ``note``
+says how the runs were started, ``changes`` what each changed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 from pathlib import Path
 
-from contrastive_lab.presets import get_preset
+from contrastive_lab.presets import Config, get_preset
 
 IGNORED = {"data_root"}  # where the data lay, not what was trained
 
 
 def changed_keys(config: dict, preset: dict) -> dict:
-    """The config entries that differ from the preset's (``data_root`` aside)."""
-    return {k: v for k, v in sorted(config.items()) if k not in IGNORED and preset.get(k) != v}
+    """The config entries that differ from the preset's (``data_root`` aside). A key the preset's
+    record lacks (a field added since) counts as changed only if it is not at Config's default."""
+    defaults = asdict(Config())
+    return {k: v for k, v in sorted(config.items()) if k not in IGNORED and preset.get(k, defaults.get(k)) != v}
 
 
-def collect(folder: Path, preset_name: str, preset: dict) -> dict:
-    """One run folder as a flat record; refuses a folder without a finished ``results.json``."""
+def collect(folder: Path, preset: dict) -> dict:
+    """One run folder as a flat record; refuses a folder without a finished ``results.json``.
+    ``preset`` is the config the changes are listed against (the preset's, or a base run's)."""
     results_file, config_file = folder / "results.json", folder / "config.json"
     if not results_file.is_file() or not config_file.is_file():
         raise SystemExit(f"{folder}: no results.json/config.json; is the run finished?")
     results, config = json.loads(results_file.read_text()), json.loads(config_file.read_text())
     changes = changed_keys(config, preset)
-    overrides = " ".join(f"{k}={v}" for k, v in changes.items())
     return {
         "run": folder.name,
         "changes": changes,
-        "command": f"python -m contrastive_lab train --preset {preset_name} --out {folder.name} {overrides}",
         "steps": results["step"],
         "train_seconds": round(results["train_seconds"], 1),
         "knn_random": round(results["knn_random"], 4),
@@ -58,11 +60,14 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("folders", nargs="+", type=Path, help="finished run folders")
     parser.add_argument("--preset", default="simclr-cifar10-cpu", help="the preset the runs started from")
+    parser.add_argument("--base", type=Path, help="list changes against this config.json (a base run's) "
+                        "instead of the preset's current config")
     parser.add_argument("--out", type=Path, help="JSON file to write (default: print only)")
     parser.add_argument("--note", default="", help="free text stored with the records (machine, date, how run)")
     args = parser.parse_args()
-    base = json.loads(get_preset(args.preset).to_json())
-    records = [collect(f, args.preset, base) for f in args.folders]
+    base = json.loads(args.base.read_text() if args.base else get_preset(args.preset).to_json())
+    records = [collect(f, base) for f in args.folders]
     print(markdown(records))
     if args.out:
-        args.out.write_text(json.dumps({"preset": args.preset, "note": args.note, "runs": records}, indent=2) + "\n")
+        doc = {"preset": args.preset, "base_config": base if args.base else None, "note": args.note, "runs": records}
+        args.out.write_text(json.dumps(doc, indent=2) + "\n")
