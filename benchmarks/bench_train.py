@@ -34,7 +34,7 @@ from contrastive_lab.engine import encode, load_split, resolve_lr, train, view_r
 from contrastive_lab.evaluate import knn_accuracy
 from contrastive_lab.methods import build_method
 from contrastive_lab.optim import build_optimizer, build_scheduler
-from contrastive_lab.presets import get_preset
+from contrastive_lab.presets import apply_overrides, get_preset
 from contrastive_lab.runtime import autocast_dtype
 
 
@@ -198,13 +198,14 @@ def main(argv=None) -> int:
     parser.add_argument("--lightly-workers", type=int, default=1)
     parser.add_argument("--out", default="benchmarks/results/bench_train.json")
     parser.add_argument("--run-dir", default="/tmp/contrastive_lab_bench")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, as for train")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
 
-    cfg = get_preset(args.preset)
+    cfg = apply_overrides(get_preset(args.preset), args.overrides)
     train_ds, test_ds = load_split(cfg, "train"), load_split(cfg, "test")
     report = {"command": "python " + " ".join(sys.argv), "machine": machine(), "preset": args.preset,
-              "data": f"{train_ds.name} ({len(train_ds)} train / {len(test_ds)} test)", "budget_s": args.budget}
+              "overrides": args.overrides, "data": f"{train_ds.name} ({len(train_ds)} train / {len(test_ds)} test)", "budget_s": args.budget}
     print(json.dumps(report, indent=2))
     if "throughput" not in args.skip:
         report["throughput"] = throughput(cfg, train_ds.images, args.steps)

@@ -202,7 +202,7 @@ for step in range(3):
 # the views are drawn at 24 px while the kNN monitor encodes the 32-px images (`eval_size=32`). A
 # random crop already magnifies objects, so the larger test size matches the scale training saw
 # (Touvron et al. 2019, "FixRes"), and 24-px views cost ~1.5x less, so the same minutes buy ~1.5x
-# the steps. The preset runs 36 epochs (`make demo`); to stay within this chapter's few minutes we
+# the steps. The preset runs 55 epochs (`make demo`); to stay within this chapter's few minutes we
 # train 15. bf16 autocast is used only where the CPU has it
 # natively. (`time_budget_s` stops the run early if a busy machine makes it slow; the output then says
 # "time budget" instead of "finished", and the learning rate has not decayed to zero.)
