@@ -169,13 +169,20 @@ def _make(defaults: dict, overrides: dict) -> ViewRecipe:
     return ViewRecipe(**{**defaults, **overrides})
 
 
+def simclr_jitter(strength: float) -> tuple[float, float, float, float]:
+    """SimCLR's colour-jitter parameters for strength ``s`` (Chen et al. 2020, App. A, the
+    pseudo-code of ``color_distortion``): ColorJitter(0.8s, 0.8s, 0.8s, 0.2s). A recipe built
+    with it checks the ranges (hue 0.2s <= 0.5, so s <= 2.5)."""
+    return (0.8 * strength, 0.8 * strength, 0.8 * strength, 0.2 * strength)
+
+
 def simclr_imagenet(**overrides) -> ViewRecipe:
     """SimCLR ImageNet views (Chen et al. 2020, "A Simple Framework for Contrastive Learning
     of Visual Representations", App. A): crop area ~ U(0.08, 1), aspect log-U(3/4, 4/3),
     resize to 224, flip p=0.5; ColorJitter(0.8s, 0.8s, 0.8s, 0.2s) with s=1 applied with p=0.8;
     grayscale p=0.2; Gaussian blur p=0.5, sigma ~ U(0.1, 2.0), kernel 10% of the image side.
     """
-    return _make(dict(name="simclr_imagenet", size=224, jitter=(0.8, 0.8, 0.8, 0.2)), overrides)
+    return _make(dict(name="simclr_imagenet", size=224, jitter=simclr_jitter(1.0)), overrides)
 
 
 def simclr_cifar(**overrides) -> ViewRecipe:
@@ -183,7 +190,7 @@ def simclr_cifar(**overrides) -> ViewRecipe:
     colour strength s=0.5, i.e. ColorJitter(0.4, 0.4, 0.4, 0.1), no Gaussian blur, 32 px,
     CIFAR-10 mean/std.
     """
-    defaults = dict(name="simclr_cifar", size=32, jitter=(0.4, 0.4, 0.4, 0.1), blur_p=0.0,
+    defaults = dict(name="simclr_cifar", size=32, jitter=simclr_jitter(0.5), blur_p=0.0,
                     mean=CIFAR10_MEAN, std=CIFAR10_STD)
     return _make(defaults, overrides)
 

@@ -49,7 +49,14 @@ from torch import Tensor, nn
 from torchvision.transforms import v2
 
 from . import distributed as dist_utils
-from .augment import BatchedViews, ViewParams, ViewRecipe, build_torchvision_pipeline, get_recipe
+from .augment import (
+    BatchedViews,
+    ViewParams,
+    ViewRecipe,
+    build_torchvision_pipeline,
+    get_recipe,
+    simclr_jitter,
+)
 from .data import ImageTensorDataset, data_root, load_dataset, make_synthetic
 from .encoders import build_encoder
 from .evaluate import extract_features, knn_accuracy, label_subset
@@ -117,7 +124,8 @@ def config_from_checkpoint(state: dict[str, Any]) -> Config:
 def load_split(cfg: Config, split: str):
     """The dataset named in the config (synthetic data is generated, others read from disk)."""
     if cfg.dataset == "synthetic":
-        return make_synthetic(n=cfg.synthetic_size, image_size=cfg.image_size, seed=cfg.seed, split=split)
+        # generated at the size evaluation sees (the data's own size); the views resample it
+        return make_synthetic(n=cfg.synthetic_size, image_size=cfg.evaluation_size(), seed=cfg.seed, split=split)
     return load_dataset(cfg.dataset, split=split, root=cfg.data_root)
 
 
@@ -141,8 +149,7 @@ def view_recipe(cfg: Config) -> ViewRecipe:
     if cfg.crop_min_scale > 0:
         overrides["crop_scale"] = (cfg.crop_min_scale, 1.0)
     if cfg.color_strength > 0:
-        s = cfg.color_strength
-        overrides["jitter"] = (0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s)
+        overrides["jitter"] = simclr_jitter(cfg.color_strength)
     for op, identity in off.items():
         if op not in keep:
             overrides.update(identity)
@@ -469,7 +476,7 @@ def eval_transform(cfg: Config):
     training saw them (Touvron et al. 2019, "FixRes", Sec. 3); ``eval_size`` allows that.
     """
     recipe = view_recipe(cfg)
-    size = cfg.eval_size or cfg.image_size
+    size = cfg.evaluation_size()
     mean = torch.tensor(recipe.mean).view(1, 3, 1, 1)
     std = torch.tensor(recipe.std).view(1, 3, 1, 1)
 
@@ -590,7 +597,7 @@ def center_crop_pipeline(cfg: Config):
     evaluation size (``eval_size`` or ``image_size``; 256 for 224), centre crop, normalise
     (SimCLR App. B.5; MoCo ``main_lincls.py``)."""
     recipe = view_recipe(cfg)
-    size = cfg.eval_size or cfg.image_size
+    size = cfg.evaluation_size()
     return v2.Compose([
         v2.Resize(size * 8 // 7, antialias=True),
         v2.CenterCrop(size),

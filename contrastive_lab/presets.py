@@ -101,6 +101,10 @@ class Config:
     tensorboard: bool = False
     figures: bool = True
 
+    def evaluation_size(self) -> int:
+        """Side of the images evaluation encodes: ``eval_size``, or the view size when it is 0."""
+        return self.eval_size or self.image_size
+
     def replace(self, **changes: Any) -> Config:
         """A copy with some fields changed (validated)."""
         return validate(dataclasses.replace(self, **changes))
@@ -229,8 +233,8 @@ def simclr_cifar10_cpu() -> Config:
 
     Departures for the CPU budget: a ResNet-10 at half width instead of a ResNet-50, tens of
     epochs instead of 100-1000, 1 warmup epoch. The views are drawn at 24 px and the evaluation
-    encodes the 32-px images (``eval_size``): a view is ~1.5x cheaper, so the same minutes buy
-    ~1.5x the steps, and a random crop magnifies objects anyway, so testing at the larger size
+    encodes the 32-px images (``eval_size``): a step is 1.5-2x cheaper, so the same minutes buy
+    1.5-2x the steps, and a random crop magnifies objects anyway, so testing at the larger size
     matches the scale training saw (Touvron et al. 2019, "FixRes"). On cifar10-mini at equal
     time this gave kNN +0.011 and +0.028 over 32-px views in two seeds (BENCHMARKS.md). bf16
     autocast is used when the CPU has native bf16 (precision=auto).

@@ -77,6 +77,14 @@ def ks_critical(n: int, m: int, alpha: float = 1e-4) -> float:
 # ---------------------------------------------------------------------------------------------
 
 
+def test_simclr_jitter_is_the_papers_strength_formula():
+    assert A.simclr_jitter(1.0) == pytest.approx((0.8, 0.8, 0.8, 0.2))  # App. A, s = 1 (ImageNet)
+    assert A.simclr_jitter(0.5) == pytest.approx((0.4, 0.4, 0.4, 0.1))  # App. B.9, s = 0.5 (CIFAR)
+    assert A.simclr_jitter(0.0) == (0.0, 0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="hue <= 0.5"):
+        A.simclr_cifar(jitter=A.simclr_jitter(3.0))  # hue 0.6: the recipe refuses it
+
+
 def test_recipes_have_the_papers_parameters():
     s = A.simclr_imagenet()  # SimCLR App. A
     assert (s.size, s.crop_scale, s.flip_p) == (224, (0.08, 1.0), 0.5)

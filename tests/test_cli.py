@@ -92,7 +92,7 @@ def test_embed_writes_float32_features_and_labels(run, tmp_path):
     from contrastive_lab.engine import eval_transform
 
     cfg, encoder = load_encoder(run / "checkpoints/last.pt")
-    ds = make_synthetic(n=96, image_size=16, seed=cfg.seed, split="test")
+    ds = make_synthetic(n=96, image_size=cfg.evaluation_size(), seed=cfg.seed, split="test")  # the data's own size
     with torch.no_grad():
         h = encoder(eval_transform(cfg)(ds.images[:4]))
     np.testing.assert_allclose(data["features"][:4], h.numpy(), rtol=1e-2, atol=1e-2)

@@ -254,6 +254,16 @@ def test_eval_size_sets_the_size_evaluation_encodes():
         tiny_config(eval_size=-1)
 
 
+
+def test_evaluation_size_and_synthetic_data_follow_eval_size():
+    assert tiny_config().evaluation_size() == 16  # 0 -> the view size
+    cfg = tiny_config(image_size=12, eval_size=16)
+    assert cfg.evaluation_size() == 16
+    # synthetic data is generated at the size evaluation sees; the views resample it to 12 px
+    assert engine.load_split(cfg, "train").images.shape[-2:] == (16, 16)
+    assert engine.load_split(tiny_config(image_size=12), "train").images.shape[-2:] == (12, 12)
+
+
 def test_step_and_time_caps_are_announced_not_silent(tmp_path, capsys):
     train(tiny_config(epochs=2, max_steps=2, time_budget_s=600.0), tmp_path / "capped", verbose=True)
     out = capsys.readouterr().out
