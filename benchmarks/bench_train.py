@@ -3,9 +3,7 @@
 Measures, in one run, on cifar10-mini (or whatever CONTRASTIVE_LAB_DATA points at):
 
 1. throughput of the demo training step (batched views on the device + model) against the
-   model-only bound (the same step on pre-made views: no augmentation at all), with the views
-   drawn before each step ("full") and, as the engine does on a CPU, by a background thread
-   during the previous step ("threaded");
+   model-only bound (the same step on pre-made views: no augmentation at all);
 2. fp32 vs bf16-autocast throughput of the model step;
 3. quality at a fixed budget: kNN top-1 (k=200, T=0.1) on the test split after BUDGET seconds
    of training with the `simclr-cifar10-cpu` preset;
@@ -32,7 +30,7 @@ from pathlib import Path
 import torch
 
 from contrastive_lab.augment import BatchedViews
-from contrastive_lab.engine import encode, load_split, one_ahead, resolve_lr, train, view_recipe
+from contrastive_lab.engine import encode, load_split, resolve_lr, train, view_recipe
 from contrastive_lab.evaluate import knn_accuracy
 from contrastive_lab.methods import build_method
 from contrastive_lab.optim import build_optimizer, build_scheduler
@@ -63,15 +61,14 @@ def cpu_seconds() -> float:
 
 
 def interleaved_medians(step_fns: list, n: int, warmup: int = 2) -> list[float]:
-    """Median seconds per call of each function, calling them in turn ``n`` times after ``warmup`` rounds.
-    A function that returns a number reports its own seconds per step (used instead of the call's)."""
+    """Median seconds per call of each function, calling them in turn ``n`` times after ``warmup`` rounds."""
     times: list[list[float]] = [[] for _ in step_fns]
     for i in range(warmup + n):
         for fn, record in zip(step_fns, times):
             t = time.perf_counter()
-            own = fn()
+            fn()
             if i >= warmup:
-                record.append(own if own is not None else time.perf_counter() - t)
+                record.append(time.perf_counter() - t)
     return [statistics.median(t) for t in times]
 
 
@@ -100,36 +97,19 @@ def measure_steps(cfg, dtype, views: BatchedViews, batch: torch.Tensor, gen, n: 
         loss.backward()
         opt.step()
 
-    def make_views(_step=None):
-        return (views(batch, generator=gen).contiguous(memory_format=torch.channels_last),
-                views(batch, generator=gen).contiguous(memory_format=torch.channels_last))
-
     def full_step():
-        model_step(*make_views())
+        v1 = views(batch, generator=gen).contiguous(memory_format=torch.channels_last)
+        v2 = views(batch, generator=gen).contiguous(memory_format=torch.channels_last)
+        model_step(v1, v2)
 
-    def views_step():
-        make_views()
-
-    def threaded_steps(block: int = 3) -> float:
-        """The engine's default (``view_thread``): the views of step t+1 are drawn by
-        ``engine.one_ahead``'s thread during step t. Times ``block`` steps after a first one that
-        only fills the pipeline; returns seconds per step."""
-        pipeline = one_ahead(make_views, range(block + 1))
-        model_step(*next(pipeline))
-        t = time.perf_counter()
-        for v in pipeline:
-            model_step(*v)
-        return (time.perf_counter() - t) / block
-
-    # Interleaved (bound, full, threaded, views, bound, ...) so that a change in the machine's speed
-    # during the measurement (other jobs, frequency scaling) hits all of them alike.
-    bound, full, threaded, views_only = interleaved_medians([model_step, full_step, threaded_steps, views_step], n)
+    # Interleaved (bound, full, views, bound, full, views, ...) so that a change in the machine's speed
+    # during the measurement (other jobs, frequency scaling) hits all three alike.
+    bound, full, views_only = interleaved_medians(
+        [model_step, full_step, lambda: (views(batch, generator=gen), views(batch, generator=gen))], n)
     return {
         "bound_img_per_s": round(len(batch) / bound, 1),
         "full_img_per_s": round(len(batch) / full, 1),
         "full_over_bound": round(bound / full, 4),
-        "threaded_img_per_s": round(len(batch) / threaded, 1),
-        "threaded_over_bound": round(bound / threaded, 4),
         "views_ms_per_step": round(1000 * views_only, 1),
     }
 

@@ -5,8 +5,7 @@ helper it calls. The design choices, and why:
 
 * **Data on the device.** CIFAR-sized datasets live as one uint8 tensor on the device; each step
   indexes a batch and :class:`~contrastive_lab.augment.BatchedViews` draws two views for every
-  image in one call. No DataLoader workers fight the model for a laptop's two cores. On a CPU
-  one background thread draws the next step's views while the model trains (``view_thread``).
+  image in one call. No DataLoader workers fight the model for a laptop's two cores.
   ImageFolder data (ImageNet) instead streams through persistent DataLoader workers, either with
   the per-image torchvision pipeline or (``gpu_views``) decoding to fixed-size uint8 and drawing
   the views in batches on the device (:class:`LoaderBatches`).
@@ -35,17 +34,15 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
-import functools
 import math
 import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -69,7 +66,6 @@ from .presets import Config, _check_view_ops, parse_milestones, validate
 from .runtime import autocast_dtype
 
 CHECKPOINT_VERSION = 1
-T = TypeVar("T")
 
 
 class TrainingDiverged(RuntimeError):
@@ -194,32 +190,18 @@ class TensorBatches:
         self.images, self.labels = images.to(device), labels.to(device)
         self.views, self.cfg, self.rank, self.world = views, cfg, rank, world
         self.generator = torch.Generator().manual_seed(cfg.seed * 7919)
-        self._resume_state: Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.images) // self.cfg.batch_size  # drop_last: every step has a full batch
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor]]:
-        """Steps ``start..`` of epoch ``epoch`` as ``(view1, view2, labels, index)``. With
-        ``cfg.view_thread`` on a CPU, the next step's views are drawn in a background thread while
-        the caller trains on this one (:func:`one_ahead`); the views are the same either way."""
         order = epoch_order(len(self.images), self.cfg.seed, epoch)
-        steps = range(start, len(self))
-        make = functools.partial(self._batch, order)
-        threaded = self.cfg.view_thread and self.images.device.type == "cpu"
-        for batch, state_after in (one_ahead(make, steps) if threaded else map(make, steps)):
-            self._resume_state = state_after  # the thread may already have drawn the next batch
-            yield batch
-
-    def _batch(self, order: Tensor, step: int) -> tuple[tuple[Tensor, Tensor, Tensor, Tensor], Tensor]:
-        """Global batch ``step`` of ``order``: this rank's slice, its two views, and the view
-        generator's state right after drawing them (what a checkpoint taken after this step saves)."""
         size = self.cfg.batch_size
         lo, hi = self.rank * size // self.world, (self.rank + 1) * size // self.world
-        index = order[step * size : (step + 1) * size][lo:hi].to(self.images.device)
-        batch = self.images[index]
-        views = self._view(batch, lo, hi), self._view(batch, lo, hi)
-        return (*views, self.labels[index], index), self.generator.get_state()
+        for step in range(start, len(self)):
+            index = order[step * size : (step + 1) * size][lo:hi].to(self.images.device)
+            batch = self.images[index]
+            yield self._view(batch, lo, hi), self._view(batch, lo, hi), self.labels[index], index
 
     def _view(self, batch: Tensor, lo: int, hi: int) -> Tensor:
         height, width = batch.shape[-2:]
@@ -227,32 +209,10 @@ class TensorBatches:
         return self.views.apply(batch, slice_params(params, lo, hi) if self.world > 1 else params)
 
     def rng_state(self) -> Tensor:
-        """The view generator's state after the last batch handed out (not after one drawn ahead)."""
-        return self.generator.get_state() if self._resume_state is None else self._resume_state
+        return self.generator.get_state()
 
     def set_rng_state(self, state: Tensor) -> None:
         self.generator.set_state(state)
-        self._resume_state = None
-
-
-def one_ahead(make: Callable[[int], T], keys: Sequence[int]) -> Iterator[T]:
-    """``map(make, keys)``, computing ``make(keys[i + 1])`` in a background thread while the caller
-    works on item ``i``.
-
-    The views of a batch take ~5-10 % of a CPU training step, mostly many small tensor ops; the
-    model step leaves a core partly idle (its small convolutions do not keep two threads busy), so
-    drawing the next batch's views meanwhile hides most of their cost (BENCHMARKS.md). One worker
-    calls ``make`` in key order, so anything ``make`` draws from a generator is drawn in the same
-    order as without the thread. Closing the iterator early waits for the item in flight.
-    """
-    if not keys:
-        return
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="contrastive-lab-views") as pool:
-        ahead = pool.submit(make, keys[0])
-        for key in keys[1:]:
-            current, ahead = ahead, pool.submit(make, key)
-            yield current.result()
-        yield ahead.result()
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:

@@ -40,7 +40,6 @@ class Config:
     view_ops: str = "all"  # or a comma list of the ops to keep: crop,flip,jitter,gray,blur (SimCLR Fig. 5)
     crop_min_scale: float = 0.0  # >0: smallest crop area fraction instead of the recipe's (MoCo v1: 0.2)
     color_strength: float = 0.0  # >0: colour-jitter strength s, jitter (0.8s, 0.8s, 0.8s, 0.2s) (SimCLR App. A)
-    view_thread: bool = True  # CPU tensor data: draw the next step's views in a background thread (same views)
     gpu_views: bool = False  # ImageFolder: workers decode to fixed-size uint8, views drawn in batches on the device
     decode_size: int = 0  # gpu_views: side of the decoded uint8 square (0 -> image_size * 8 // 7, 256 for 224)
     # encoder f and head g

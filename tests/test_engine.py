@@ -63,11 +63,8 @@ def test_two_epochs_equal_one_epoch_resume_one_epoch_bit_for_bit(tmp_path):
             assert torch.equal(torch.as_tensor(sa[k]), torch.as_tensor(sb[k]))
 
 
-@pytest.mark.parametrize("view_thread", [True, False])
-def test_mid_epoch_resume_is_exact(tmp_path, view_thread):
-    """Stopping after step 1 while the view thread has already drawn step 2's views must save the
-    generator state from before step 2, or the resumed run would see different views."""
-    cfg = tiny_config(epochs=1, view_thread=view_thread)
+def test_mid_epoch_resume_is_exact(tmp_path):
+    cfg = tiny_config(epochs=1)
     straight = train(cfg, tmp_path / "a", verbose=False)
     train(cfg, tmp_path / "b", verbose=False, stop_at_step=1)
     train(cfg, tmp_path / "b", resume=True, verbose=False)
@@ -275,59 +272,3 @@ def test_step_and_time_caps_are_announced_not_silent(tmp_path, capsys):
     train(tiny_config(epochs=1, max_steps=0, time_budget_s=0.0), tmp_path / "free", verbose=True)
     out = capsys.readouterr().out
     assert "caps the" not in out and "time_budget_s" not in out
-
-
-def test_one_ahead_is_map_in_order_and_waits_for_the_item_in_flight():
-    calls = []
-
-    def make(key):
-        calls.append(key)
-        time.sleep(0.01)
-        return key * key
-
-    assert list(engine.one_ahead(make, range(5))) == [0, 1, 4, 9, 16]
-    assert calls == [0, 1, 2, 3, 4]
-    assert list(engine.one_ahead(make, range(0))) == []
-    calls.clear()
-    it = engine.one_ahead(make, range(10))
-    assert next(it) == 0 and next(it) == 1
-    it.close()  # item 2 was in flight: close() returns only once it is done, and nothing more starts
-    assert calls == [0, 1, 2]
-    time.sleep(0.05)
-    assert calls == [0, 1, 2]
-
-
-def test_one_ahead_passes_on_the_error_of_make():
-    def make(key):
-        if key == 2:
-            raise ValueError("bad batch 2")
-        return key
-
-    it = engine.one_ahead(make, range(4))
-    assert next(it) == 0 and next(it) == 1
-    with pytest.raises(ValueError, match="bad batch 2"):
-        next(it)
-
-
-def test_view_thread_gives_the_same_batches_and_generator_states():
-    """The threaded and the plain path yield identical views, labels and indices, and after every
-    step (also after an early stop) report the same generator state for a checkpoint."""
-    cfg = tiny_config()
-    ds = engine.load_split(cfg, "train")
-    runs = {}
-    for threaded in (True, False):
-        c = cfg.replace(view_thread=threaded)
-        batches = engine.build_batches(c, ds, torch.device("cpu"), 0, 1)
-        record = []
-        for epoch in range(2):
-            for step, item in enumerate(batches.epoch(epoch)):
-                record.append((item, batches.rng_state().clone()))
-                if epoch == 1 and step == 0:
-                    break  # an early stop with the next batch already drawn by the thread
-        record.append(((), batches.rng_state().clone()))  # after the thread's draw has finished
-        runs[threaded] = record
-    assert len(runs[True]) == len(runs[False]) == 5
-    for (a, state_a), (b, state_b) in zip(runs[True], runs[False]):
-        assert all(torch.equal(x, y) for x, y in zip(a, b))
-        assert torch.equal(state_a, state_b)
-    assert not torch.equal(runs[True][0][1], runs[True][1][1]), "the generator did not advance"
