@@ -142,6 +142,7 @@ dataset = "cifar10" if train_set.name.startswith("cifar10") else "synthetic"
 base_cfg = get_preset("simclr-cifar10-cpu").replace(
     dataset=dataset, synthetic_size=len(train_set), width=0.25, max_steps=0, time_budget_s=0.0, knn_every=0,
     figures=False, checkpoint_every=10**6, image_size=32, eval_size=0,  # the sweep's 32-px views
+    head="simclr_v1",  # and SimCLR's MLP head (the demo preset trains a linear one)
 )
 COLOUR = "jitter,gray"
 compositions = {"crop": "crop", "colour": COLOUR, "blur": "blur", "crop+colour": f"crop,{COLOUR}",
