@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from contrastive_lab import native
 from contrastive_lab.augment import BatchedViews
 from contrastive_lab.engine import encode, load_split, resolve_lr, train, view_recipe
 from contrastive_lab.evaluate import knn_accuracy
@@ -74,18 +75,20 @@ def interleaved_medians(step_fns: list, n: int, warmup: int = 2) -> list[float]:
 
 def throughput(cfg, images: torch.Tensor, n: int) -> dict:
     """Images per second of the full step vs the model-only bound, in fp32 and in bf16."""
-    views = BatchedViews(view_recipe(cfg))
+    views = BatchedViews(view_recipe(cfg))  # as the engine uses it: the compiled colour jitter if available
     gen = torch.Generator().manual_seed(0)
     batch = images[: cfg.batch_size]
-    out = {"fp32": measure_steps(cfg, None, views, batch, gen, n)}
+    out = {"native_colour_jitter": native.available(), "fp32": measure_steps(cfg, None, views, batch, gen, n)}
     bf16 = autocast_dtype("cpu")
     out["bf16"] = measure_steps(cfg, bf16, views, batch, gen, n) if bf16 else "not supported on this CPU"
     return out
 
 
 def measure_steps(cfg, dtype, views: BatchedViews, batch: torch.Tensor, gen, n: int) -> dict:
-    """The bound (model step on fixed views), the full step (views + model), and views alone."""
+    """The bound (model step on fixed views), the full step (views + model), and views alone; the
+    last two also with the PyTorch colour jitter (native=False), for comparison in the same run."""
     fixed = [views(batch, generator=gen).contiguous(memory_format=torch.channels_last) for _ in range(2)]
+    torch_views = BatchedViews(views.recipe, native=False)
     torch.manual_seed(0)
     method = build_method(cfg).to(memory_format=torch.channels_last)
     opt = build_optimizer(cfg.optimizer, method, lr=0.01, weight_decay=cfg.weight_decay, momentum=0.9)
@@ -97,20 +100,25 @@ def measure_steps(cfg, dtype, views: BatchedViews, batch: torch.Tensor, gen, n: 
         loss.backward()
         opt.step()
 
-    def full_step():
+    def full_step(views=views):
         v1 = views(batch, generator=gen).contiguous(memory_format=torch.channels_last)
         v2 = views(batch, generator=gen).contiguous(memory_format=torch.channels_last)
         model_step(v1, v2)
 
-    # Interleaved (bound, full, views, bound, full, views, ...) so that a change in the machine's speed
-    # during the measurement (other jobs, frequency scaling) hits all three alike.
-    bound, full, views_only = interleaved_medians(
-        [model_step, full_step, lambda: (views(batch, generator=gen), views(batch, generator=gen))], n)
+    # Interleaved (bound, full, views, ...) so that a change in the machine's speed during the
+    # measurement (other jobs, frequency scaling) hits all of them alike.
+    bound, full, views_only, full_torch, views_torch = interleaved_medians(
+        [model_step, full_step, lambda: (views(batch, generator=gen), views(batch, generator=gen)),
+         lambda: full_step(torch_views), lambda: (torch_views(batch, generator=gen), torch_views(batch, generator=gen))],
+        n)
     return {
         "bound_img_per_s": round(len(batch) / bound, 1),
         "full_img_per_s": round(len(batch) / full, 1),
         "full_over_bound": round(bound / full, 4),
         "views_ms_per_step": round(1000 * views_only, 1),
+        "pytorch_jitter": {"full_img_per_s": round(len(batch) / full_torch, 1),
+                           "full_over_bound": round(bound / full_torch, 4),
+                           "views_ms_per_step": round(1000 * views_torch, 1)},
     }
 
 

@@ -38,6 +38,8 @@ from torch import Tensor
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from contrastive_lab import native
+
 # Per-channel statistics of the 50k CIFAR-10 training images (pixel values in [0, 1]).
 # (The often-copied std (0.2023, 0.1994, 0.2010) is the mean of per-image stds, not the std.)
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -576,13 +578,21 @@ class BatchedViews:
     float B x 3 x size x size tensor on the same device. ``sample_params`` + ``apply`` split the
     call so tests can fix parameters; ``apply_reference`` is the same map as a per-sample loop
     over ``torchvision.transforms.v2.functional`` ops.
+
+    ``native`` chooses the colour jitter + grayscale on CPU float32 batches: ``None`` (default) uses
+    the compiled kernel of :mod:`contrastive_lab.native` when it is available (same map, ~15x faster
+    at CIFAR sizes; ``$CONTRASTIVE_LAB_NATIVE`` switches it off or makes it required), ``False``
+    always runs the PyTorch ops below, ``True`` requires the kernel. GPU batches always use PyTorch.
     """
 
-    def __init__(self, recipe: ViewRecipe | str) -> None:
+    def __init__(self, recipe: ViewRecipe | str, native: bool | None = None) -> None:
+        if native not in (None, True, False):
+            raise ValueError(f"native must be None (auto), True or False, got {native!r}.")
         self.recipe = _as_recipe(recipe)
+        self.native = native
 
     def __repr__(self) -> str:
-        return f"BatchedViews({self.recipe!r})"
+        return f"BatchedViews({self.recipe!r}, native={self.native!r})"
 
     def sample_params(self, batch: int, height: int, width: int, generator: torch.Generator | None = None,
                       device: torch.device | str = "cpu") -> ViewParams:
@@ -631,7 +641,10 @@ class BatchedViews:
     def _apply(self, x: Tensor, params: ViewParams) -> Tensor:
         r = self.recipe
         x = crop_resize_flip(x, params, r.size)
-        if r.gray_before_jitter:
+        if self._use_native(x):
+            factors = torch.stack((params.brightness, params.contrast, params.saturation, params.hue), dim=1)
+            native.colour_jitter_gray_(x, params.jitter, params.order, factors, params.gray, r.gray_before_jitter)
+        elif r.gray_before_jitter:
             x = color_jitter(grayscale_(x, params.gray), params)
         else:
             x = grayscale_(color_jitter(x, params), params.gray)
@@ -639,6 +652,19 @@ class BatchedViews:
         if idx.numel():
             x[idx] = gaussian_blur(x[idx], params.sigma[idx], r.blur_kernel_size)
         return normalize(x, r.mean, r.std)
+
+    def _use_native(self, x: Tensor) -> bool:
+        """Run the compiled colour jitter on this batch? (See the class docstring.)"""
+        if self.native is False:
+            return False
+        if not native.supports(x):
+            if self.native:
+                raise ValueError(f"BatchedViews(native=True) needs float32 images on the CPU, got {x.dtype} "
+                                 f"on {x.device}; pass native=None to use PyTorch there.")
+            return False
+        if self.native:
+            return True  # colour_jitter_gray_ raises a clear error if the kernel cannot be built
+        return native.available()
 
     def apply_reference(self, images: Tensor, params: ViewParams) -> Tensor:
         """Readable per-sample loop over torchvision's functional ops, same map as :meth:`apply`."""

@@ -1,0 +1,185 @@
+"""Optional compiled fast path for the colour jitter of :class:`augment.BatchedViews` on CPU.
+
+Why: at CIFAR sizes a batched colour jitter written in PyTorch is ~800 small ops per batch
+(:func:`augment.color_jitter` + :func:`augment.grayscale_`), and on a 2-core CPU their per-op
+overhead is most of the view pipeline's cost: ~3.6 ms of ~6 ms per 128 views at 24 px. The same
+maths as one C loop per image, while the image sits in L1 cache, takes ~0.25 ms
+(``csrc/colour.c``; BENCHMARKS.md has the end-to-end effect).
+
+How: the C file is plain C99 with no PyTorch headers, so any C compiler builds it in under a
+second. It is compiled on first use into a cache folder (``$CONTRASTIVE_LAB_CACHE``, else
+``$XDG_CACHE_HOME/contrastive_lab`` or ``~/.cache/contrastive_lab``), named by a hash of the source,
+the flags, the compiler and the CPU (it is built with ``-march=native``), written to a temporary
+file and renamed, so two processes never load a half-written library. It is called through
+``ctypes`` on the tensors' memory.
+
+The PyTorch version stays the readable definition; ``tests/test_native.py`` checks that the two
+agree (to ~1e-6: float rounding) on every op, op order and edge case. The switch
+``CONTRASTIVE_LAB_NATIVE``: unset or ``auto`` = use it when it builds, and warn once (then use
+PyTorch) when it does not; ``1`` = require it (an error if it cannot be built); ``0`` = never.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import warnings
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+NATIVE_ENV = "CONTRASTIVE_LAB_NATIVE"
+CACHE_ENV = "CONTRASTIVE_LAB_CACHE"
+SOURCE = "colour.c"
+# -fopenmp-simd honours the `#pragma omp simd` loops without linking an OpenMP runtime (PyTorch
+# brings its own); -fno-math-errno / -fno-trapping-math let floorf vectorise. No -ffast-math:
+# the results must follow IEEE float like PyTorch's.
+FLAGS = ["-O3", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math", "-shared", "-fPIC"]
+TUNED = ["-march=native"]  # tried first; dropped if the compiler rejects it
+
+
+class NativeBuildError(RuntimeError):
+    """The C kernel could not be compiled or loaded."""
+
+
+def mode() -> str:
+    """``"auto"``, ``"on"`` or ``"off"``, from ``$CONTRASTIVE_LAB_NATIVE``."""
+    value = os.environ.get(NATIVE_ENV, "").strip().lower()
+    if value in ("", "auto"):
+        return "auto"
+    if value in ("1", "true", "yes", "on"):
+        return "on"
+    if value in ("0", "false", "no", "off"):
+        return "off"
+    raise ValueError(f"{NATIVE_ENV}={value!r} is not understood; use 1 (require the compiled colour "
+                     "jitter), 0 (never use it) or auto / unset (use it when a C compiler is available).")
+
+
+def cache_dir() -> Path:
+    """Where the compiled library is kept (see the module docstring)."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "contrastive_lab"
+
+
+def _compiler() -> str:
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if not cc:
+        raise NativeBuildError("no C compiler found (looked for $CC, cc, gcc, clang)")
+    return cc
+
+
+def _cpu_id() -> str:
+    """Identifies the instruction set the library is tuned for (``-march=native``)."""
+    ident = [platform.machine(), platform.processor()]
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            ident += [line for line in f if line.startswith(("flags", "model name", "Features"))][:2]
+    except OSError:
+        pass
+    return "|".join(ident)
+
+
+def _compile(cc: str, source: Path, target: Path) -> None:
+    """Compile ``source`` into the shared library ``target`` (atomically: temp file, then rename)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    os.close(fd)
+    try:
+        errors = ""
+        for extra in (TUNED, []):
+            proc = subprocess.run([cc, *FLAGS, *extra, "-o", tmp, str(source), "-lm"],
+                                  capture_output=True, text=True, timeout=120)
+            if proc.returncode == 0:
+                os.replace(tmp, target)
+                return
+            errors = proc.stderr.strip()[-2000:]
+        raise NativeBuildError(f"{cc} failed to compile {source.name}:\n{errors}")
+    except (OSError, subprocess.SubprocessError) as e:
+        raise NativeBuildError(f"could not run the C compiler {cc!r}: {e}") from e
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def build() -> Path:
+    """Compile the kernel if the cache does not hold it yet; return the library's path."""
+    cc = _compiler()
+    try:
+        version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        raise NativeBuildError(f"could not run the C compiler {cc!r}: {e}") from e
+    with resources.as_file(resources.files("contrastive_lab") / "csrc" / SOURCE) as source:
+        key = "\0".join([source.read_text(encoding="utf-8"), " ".join(FLAGS + TUNED), cc, version, _cpu_id()])
+        target = cache_dir() / f"colour-{hashlib.sha256(key.encode()).hexdigest()[:16]}.so"
+        if not target.exists():
+            _compile(cc, source, target)
+    return target
+
+
+@cache
+def _library() -> ctypes.CDLL | None:
+    """The loaded kernel, or None when the mode is off or (in auto mode) it could not be built."""
+    if mode() == "off":
+        return None
+    try:
+        lib = ctypes.CDLL(str(build()))
+    except (NativeBuildError, OSError) as e:
+        if mode() == "on":
+            raise NativeBuildError(f"{NATIVE_ENV}=1 but the compiled colour jitter is unavailable: {e}") from e
+        warnings.warn(f"contrastive_lab: using the PyTorch colour jitter (same views, slower on CPU) because "
+                      f"the compiled one is unavailable: {e}. Set {NATIVE_ENV}=0 to silence this.", stacklevel=3)
+        return None
+    p, i64 = ctypes.c_void_p, ctypes.c_int64
+    lib.colour_jitter_gray.argtypes = [p, i64, i64, p, p, p, p, ctypes.c_int]
+    lib.colour_jitter_gray.restype = None
+    return lib
+
+
+def available() -> bool:
+    """True when the compiled colour jitter is in use (builds it on the first call)."""
+    return _library() is not None
+
+
+def supports(x: Tensor) -> bool:
+    """The kernel handles contiguous float32 CPU batches; anything else takes the PyTorch path."""
+    return x.device.type == "cpu" and x.dtype == torch.float32 and x.is_contiguous() and x.ndim == 4 \
+        and x.shape[1] == 3
+
+
+def colour_jitter_gray_(x: Tensor, jitter: Tensor, order: Tensor, factors: Tensor, gray: Tensor,
+                        gray_first: bool) -> Tensor:
+    """In place on ``x`` (B x 3 x H x W float32, contiguous, CPU, values in [0, 1]): per-sample
+    ColorJitter with op order ``order`` (B x 4) and ``factors`` (B x 4: brightness, contrast,
+    saturation, hue) where ``jitter`` is set, and RandomGrayscale where ``gray`` is set (before the
+    jitter if ``gray_first``). The same map as ``augment.grayscale_(augment.color_jitter(x, p), p.gray)``
+    (or the reverse order). Raises :class:`NativeBuildError` when the kernel is unavailable."""
+    lib = _library()
+    if lib is None:
+        raise NativeBuildError(f"the compiled colour jitter is not available ({NATIVE_ENV}={mode()}).")
+    if not supports(x):
+        raise ValueError(f"x must be a contiguous float32 B x 3 x H x W CPU tensor, got {x.dtype} "
+                         f"{tuple(x.shape)} on {x.device} (contiguous: {x.is_contiguous()}).")
+    b, _, h, w = x.shape
+    jitter = jitter.to("cpu", torch.uint8).contiguous()
+    gray = gray.to("cpu", torch.uint8).contiguous()
+    order = order.to("cpu", torch.int64).contiguous()
+    factors = factors.to("cpu", torch.float32).contiguous()
+    if not (len(jitter) == len(gray) == b and order.shape == (b, 4) and factors.shape == (b, 4)):
+        raise ValueError(f"parameters for a batch of {b}: jitter and gray need {b} entries, order and "
+                         f"factors shape ({b}, 4); got {len(jitter)}, {len(gray)}, {tuple(order.shape)}, "
+                         f"{tuple(factors.shape)}.")
+    if bool(((order < 0) | (order > 3)).any()):
+        raise ValueError("order must hold the op ids 0-3 (brightness, contrast, saturation, hue).")
+    lib.colour_jitter_gray(x.data_ptr(), b, h * w, jitter.data_ptr(), order.data_ptr(), factors.data_ptr(),
+                           gray.data_ptr(), int(gray_first))
+    return x
