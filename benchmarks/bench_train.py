@@ -75,10 +75,10 @@ def interleaved_medians(step_fns: list, n: int, warmup: int = 2) -> list[float]:
 
 def throughput(cfg, images: torch.Tensor, n: int) -> dict:
     """Images per second of the full step vs the model-only bound, in fp32 and in bf16."""
-    views = BatchedViews(view_recipe(cfg))  # as the engine uses it: the compiled colour jitter if available
+    views = BatchedViews(view_recipe(cfg))  # as the engine uses it: the compiled view kernels if available
     gen = torch.Generator().manual_seed(0)
     batch = images[: cfg.batch_size]
-    out = {"native_colour_jitter": native.available(), "fp32": measure_steps(cfg, None, views, batch, gen, n)}
+    out = {"native_view_kernels": native.available(), "fp32": measure_steps(cfg, None, views, batch, gen, n)}
     bf16 = autocast_dtype("cpu")
     out["bf16"] = measure_steps(cfg, bf16, views, batch, gen, n) if bf16 else "not supported on this CPU"
     return out
@@ -86,7 +86,7 @@ def throughput(cfg, images: torch.Tensor, n: int) -> dict:
 
 def measure_steps(cfg, dtype, views: BatchedViews, batch: torch.Tensor, gen, n: int) -> dict:
     """The bound (model step on fixed views), the full step (views + model), and views alone; the
-    last two also with the PyTorch colour jitter (native=False), for comparison in the same run."""
+    last two also with the PyTorch view pipeline (native=False), for comparison in the same run."""
     fixed = [views(batch, generator=gen).contiguous(memory_format=torch.channels_last) for _ in range(2)]
     torch_views = BatchedViews(views.recipe, native=False)
     torch.manual_seed(0)
@@ -116,7 +116,7 @@ def measure_steps(cfg, dtype, views: BatchedViews, batch: torch.Tensor, gen, n: 
         "full_img_per_s": round(len(batch) / full, 1),
         "full_over_bound": round(bound / full, 4),
         "views_ms_per_step": round(1000 * views_only, 1),
-        "pytorch_jitter": {"full_img_per_s": round(len(batch) / full_torch, 1),
+        "pytorch_views": {"full_img_per_s": round(len(batch) / full_torch, 1),
                            "full_over_bound": round(bound / full_torch, 4),
                            "views_ms_per_step": round(1000 * views_torch, 1)},
     }

@@ -552,17 +552,26 @@ def to_float_images(images: Tensor) -> Tensor:
 
     uint8 -> float32 / 255; float tensors must already lie in [0, 1] and keep their dtype.
     """
+    check_images(images)
+    return _as_float(images)
+
+
+def _as_float(images: Tensor) -> Tensor:
+    return images.to(torch.float32).div_(255.0) if images.dtype == torch.uint8 else images
+
+
+def check_images(images: Tensor) -> None:
+    """Raise a clear error unless ``images`` is a B x 3 x H x W uint8 batch or floats in [0, 1]."""
     if not isinstance(images, Tensor):
         raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}.")
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"images must have shape B x 3 x H x W, got {tuple(images.shape)}.")
     if images.dtype == torch.uint8:
-        return images.to(torch.float32).div_(255.0)
+        return
     if not images.is_floating_point():
         raise TypeError(f"images must be uint8 or float in [0, 1], got dtype {images.dtype}.")
     if images.numel() and (images.min() < 0 or images.max() > 1):
         raise ValueError("float images must lie in [0, 1]; convert with x / 255 before calling.")
-    return images
 
 
 # --------------------------------------------------------------------------------------------
@@ -634,33 +643,42 @@ class BatchedViews:
     def apply(self, images: Tensor, params: ViewParams) -> Tensor:
         """Vectorised views of ``images`` with fixed ``params``: crop/resize/flip -> jitter ->
         grayscale -> blur (only the blurred samples) -> normalise."""
-        x = to_float_images(images)
-        self._check(x, params)
-        return self._apply(x, params.to(x.device))
+        check_images(images)
+        self._check(images, params)
+        return self._apply(images, params.to(images.device))
 
-    def _apply(self, x: Tensor, params: ViewParams) -> Tensor:
+    def _apply(self, images: Tensor, params: ViewParams) -> Tensor:
         r = self.recipe
-        x = crop_resize_flip(x, params, r.size)
-        if self._use_native(x):
+        if self._use_native(images):
+            x = native.crop_resize_flip(images, params.top, params.left, params.height, params.width,
+                                        params.flip, r.size)
             factors = torch.stack((params.brightness, params.contrast, params.saturation, params.hue), dim=1)
             native.colour_jitter_gray_(x, params.jitter, params.order, factors, params.gray, r.gray_before_jitter)
-        elif r.gray_before_jitter:
-            x = color_jitter(grayscale_(x, params.gray), params)
         else:
-            x = grayscale_(color_jitter(x, params), params.gray)
+            x = self._crop_and_colour(_as_float(images), params)
         idx = torch.nonzero(params.blur).flatten()
         if idx.numel():
             x[idx] = gaussian_blur(x[idx], params.sigma[idx], r.blur_kernel_size)
         return normalize(x, r.mean, r.std)
 
-    def _use_native(self, x: Tensor) -> bool:
-        """Run the compiled colour jitter on this batch? (See the class docstring.)"""
+    def _crop_and_colour(self, x: Tensor, params: ViewParams) -> Tensor:
+        """The PyTorch path: crop/resize/flip, then colour jitter and grayscale in the recipe's order."""
+        r = self.recipe
+        x = crop_resize_flip(x, params, r.size)
+        if r.gray_before_jitter:
+            x = color_jitter(grayscale_(x, params.gray), params)
+        else:
+            x = grayscale_(color_jitter(x, params), params.gray)
+        return x
+
+    def _use_native(self, images: Tensor) -> bool:
+        """Run the compiled crop and colour kernels on this batch? (See the class docstring.)"""
         if self.native is False:
             return False
-        if not native.supports(x):
+        if not native.supports(images):
             if self.native:
-                raise ValueError(f"BatchedViews(native=True) needs float32 images on the CPU, got {x.dtype} "
-                                 f"on {x.device}; pass native=None to use PyTorch there.")
+                raise ValueError(f"BatchedViews(native=True) needs uint8 or float32 images on the CPU, got "
+                                 f"{images.dtype} on {images.device}; pass native=None to use PyTorch there.")
             return False
         if self.native:
             return True  # colour_jitter_gray_ raises a clear error if the kernel cannot be built
@@ -706,6 +724,7 @@ class BatchedViews:
 
     def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Sample parameters for this batch and apply them (one random view per image)."""
-        x = to_float_images(images)
-        params = self.sample_params(x.shape[0], x.shape[2], x.shape[3], generator, device=x.device)
-        return self._apply(x, params)
+        check_images(images)
+        params = self.sample_params(images.shape[0], images.shape[2], images.shape[3], generator,
+                                    device=images.device)
+        return self._apply(images, params)

@@ -1,20 +1,23 @@
-"""Optional compiled fast path for the colour jitter of :class:`augment.BatchedViews` on CPU.
+"""Optional compiled fast path for :class:`augment.BatchedViews` on CPU: crop + resize + flip
+(``csrc/crop.c``) and colour jitter + grayscale (``csrc/colour.c``).
 
-Why: at CIFAR sizes a batched colour jitter written in PyTorch is ~800 small ops per batch
-(:func:`augment.color_jitter` + :func:`augment.grayscale_`), and on a 2-core CPU their per-op
-overhead is most of the view pipeline's cost: ~3.6 ms of ~6 ms per 128 views at 24 px. The same
-maths as one C loop per image, while the image sits in L1 cache, takes ~0.25 ms
-(``csrc/colour.c``; BENCHMARKS.md has the end-to-end effect).
+Why: at CIFAR sizes the batched view pipeline written in PyTorch is ~800 small ops per batch,
+and on a 2-core CPU their per-op overhead is most of its cost: the colour jitter
+(:func:`augment.color_jitter` + :func:`augment.grayscale_`) takes ~3.6 ms and the crop
+(:func:`augment.crop_resize_flip`, dense matmuls) ~1.2 ms of ~6 ms per 128 views at 24 px. The
+same maths as one C loop per image, while the image sits in L1 cache (and, for the crop, only
+the few input pixels inside each output pixel's filter support), takes a fraction of that
+(BENCHMARKS.md has the numbers).
 
-How: the C file is plain C99 with no PyTorch headers, so any C compiler builds it in under a
+How: the C files are plain C99 with no PyTorch headers, so any C compiler builds them in about a
 second. It is compiled on first use into a cache folder (``$CONTRASTIVE_LAB_CACHE``, else
 ``$XDG_CACHE_HOME/contrastive_lab`` or ``~/.cache/contrastive_lab``), named by a hash of the source,
 the flags, the compiler and the CPU (it is built with ``-march=native``), written to a temporary
 file and renamed, so two processes never load a half-written library. It is called through
 ``ctypes`` on the tensors' memory.
 
-The PyTorch version stays the readable definition; ``tests/test_native.py`` checks that the two
-agree (to ~1e-6: float rounding) on every op, op order and edge case. The switch
+The PyTorch versions stay the readable definitions; ``tests/test_native.py`` checks that each pair
+agrees (to ~1e-6: float rounding) on every op, op order, crop box and edge case. The switch
 ``CONTRASTIVE_LAB_NATIVE``: unset or ``auto`` = use it when it builds, and warn once (then use
 PyTorch) when it does not; ``1`` = require it (an error if it cannot be built); ``0`` = never.
 """
@@ -38,7 +41,7 @@ from torch import Tensor
 
 NATIVE_ENV = "CONTRASTIVE_LAB_NATIVE"
 CACHE_ENV = "CONTRASTIVE_LAB_CACHE"
-SOURCE = "colour.c"
+SOURCES = ("colour.c", "crop.c")
 # -fopenmp-simd honours the `#pragma omp simd` loops without linking an OpenMP runtime (PyTorch
 # brings its own); -fno-math-errno / -fno-trapping-math let floorf vectorise. No -ffast-math:
 # the results must follow IEEE float like PyTorch's.
@@ -47,7 +50,7 @@ TUNED = ["-march=native"]  # tried first; dropped if the compiler rejects it
 
 
 class NativeBuildError(RuntimeError):
-    """The C kernel could not be compiled or loaded."""
+    """The C kernels could not be compiled or loaded."""
 
 
 def mode() -> str:
@@ -59,8 +62,8 @@ def mode() -> str:
         return "on"
     if value in ("0", "false", "no", "off"):
         return "off"
-    raise ValueError(f"{NATIVE_ENV}={value!r} is not understood; use 1 (require the compiled colour "
-                     "jitter), 0 (never use it) or auto / unset (use it when a C compiler is available).")
+    raise ValueError(f"{NATIVE_ENV}={value!r} is not understood; use 1 (require the compiled view "
+                     "kernels), 0 (never use it) or auto / unset (use it when a C compiler is available).")
 
 
 def cache_dir() -> Path:
@@ -89,21 +92,21 @@ def _cpu_id() -> str:
     return "|".join(ident)
 
 
-def _compile(cc: str, source: Path, target: Path) -> None:
-    """Compile ``source`` into the shared library ``target`` (atomically: temp file, then rename)."""
+def _compile(cc: str, sources: list[Path], target: Path) -> None:
+    """Compile ``sources`` into the shared library ``target`` (atomically: temp file, then rename)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
         errors = ""
         for extra in (TUNED, []):
-            proc = subprocess.run([cc, *FLAGS, *extra, "-o", tmp, str(source), "-lm"],
+            proc = subprocess.run([cc, *FLAGS, *extra, "-o", tmp, *map(str, sources), "-lm"],
                                   capture_output=True, text=True, timeout=120)
             if proc.returncode == 0:
                 os.replace(tmp, target)
                 return
             errors = proc.stderr.strip()[-2000:]
-        raise NativeBuildError(f"{cc} failed to compile {source.name}:\n{errors}")
+        raise NativeBuildError(f"{cc} failed to compile {', '.join(p.name for p in sources)}:\n{errors}")
     except (OSError, subprocess.SubprocessError) as e:
         raise NativeBuildError(f"could not run the C compiler {cc!r}: {e}") from e
     finally:
@@ -112,17 +115,19 @@ def _compile(cc: str, source: Path, target: Path) -> None:
 
 
 def build() -> Path:
-    """Compile the kernel if the cache does not hold it yet; return the library's path."""
+    """Compile the kernels if the cache does not hold them yet; return the library's path."""
     cc = _compiler()
     try:
         version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=60).stdout
     except (OSError, subprocess.SubprocessError) as e:
         raise NativeBuildError(f"could not run the C compiler {cc!r}: {e}") from e
-    with resources.as_file(resources.files("contrastive_lab") / "csrc" / SOURCE) as source:
-        key = "\0".join([source.read_text(encoding="utf-8"), " ".join(FLAGS + TUNED), cc, version, _cpu_id()])
-        target = cache_dir() / f"colour-{hashlib.sha256(key.encode()).hexdigest()[:16]}.so"
+    with resources.as_file(resources.files("contrastive_lab") / "csrc") as folder:
+        sources = [Path(folder) / name for name in SOURCES]
+        texts = [p.read_text(encoding="utf-8") for p in sources]
+        key = "\0".join([*texts, " ".join(FLAGS + TUNED), cc, version, _cpu_id()])
+        target = cache_dir() / f"views-{hashlib.sha256(key.encode()).hexdigest()[:16]}.so"
         if not target.exists():
-            _compile(cc, source, target)
+            _compile(cc, sources, target)
     return target
 
 
@@ -135,25 +140,59 @@ def _library() -> ctypes.CDLL | None:
         lib = ctypes.CDLL(str(build()))
     except (NativeBuildError, OSError) as e:
         if mode() == "on":
-            raise NativeBuildError(f"{NATIVE_ENV}=1 but the compiled colour jitter is unavailable: {e}") from e
-        warnings.warn(f"contrastive_lab: using the PyTorch colour jitter (same views, slower on CPU) because "
-                      f"the compiled one is unavailable: {e}. Set {NATIVE_ENV}=0 to silence this.", stacklevel=3)
+            raise NativeBuildError(f"{NATIVE_ENV}=1 but the compiled view kernels are unavailable: {e}") from e
+        warnings.warn(f"contrastive_lab: using the PyTorch view pipeline (same views, slower on CPU) because "
+                      f"the compiled kernels are unavailable: {e}. Set {NATIVE_ENV}=0 to silence this.", stacklevel=3)
         return None
     p, i64 = ctypes.c_void_p, ctypes.c_int64
     lib.colour_jitter_gray.argtypes = [p, i64, i64, p, p, p, p, ctypes.c_int]
     lib.colour_jitter_gray.restype = None
+    lib.crop_resize_flip.argtypes = [p, ctypes.c_int, p, i64, i64, i64, i64, p, p, p, p, p]
+    lib.crop_resize_flip.restype = ctypes.c_int
     return lib
 
 
 def available() -> bool:
-    """True when the compiled colour jitter is in use (builds it on the first call)."""
+    """True when the compiled view kernels are in use (builds them on the first call)."""
     return _library() is not None
 
 
 def supports(x: Tensor) -> bool:
-    """The kernel handles contiguous float32 CPU batches; anything else takes the PyTorch path."""
-    return x.device.type == "cpu" and x.dtype == torch.float32 and x.is_contiguous() and x.ndim == 4 \
-        and x.shape[1] == 3
+    """The kernels handle contiguous uint8 or float32 B x 3 x H x W CPU batches; anything else
+    (float64, CUDA) takes the PyTorch path."""
+    return x.device.type == "cpu" and x.dtype in (torch.uint8, torch.float32) and x.is_contiguous() \
+        and x.ndim == 4 and x.shape[1] == 3
+
+
+def _loaded() -> ctypes.CDLL:
+    lib = _library()
+    if lib is None:
+        raise NativeBuildError(f"the compiled view kernels are not available ({NATIVE_ENV}={mode()}).")
+    return lib
+
+
+def crop_resize_flip(images: Tensor, top: Tensor, left: Tensor, height: Tensor, width: Tensor, flip: Tensor,
+                     size: int) -> Tensor:
+    """Per-sample crop ``[top, top + height) x [left, left + width)``, antialiased bilinear resize to
+    ``size`` x ``size`` and horizontal flip where ``flip`` is set: the same map as
+    :func:`augment.crop_resize_flip` (banded instead of dense resampling matrices). ``images``:
+    B x 3 x H x W uint8 (scaled by 1/255) or float32, contiguous, CPU; returns float32 B x 3 x size x size.
+    Boxes are assumed valid (``BatchedViews`` checks them)."""
+    lib = _loaded()
+    if not supports(images):
+        raise ValueError(f"images must be a contiguous uint8 or float32 B x 3 x H x W CPU tensor, got "
+                         f"{images.dtype} {tuple(images.shape)} on {images.device}.")
+    b, _, h, w = images.shape
+    boxes = [t.to("cpu", torch.int64).contiguous() for t in (top, left, height, width)]
+    flip = flip.to("cpu", torch.uint8).contiguous()
+    if any(len(t) != b for t in (*boxes, flip)):
+        raise ValueError(f"crop parameters must have one entry per image ({b}).")
+    out = torch.empty(b, 3, size, size, dtype=torch.float32)
+    status = lib.crop_resize_flip(images.data_ptr(), int(images.dtype == torch.uint8), out.data_ptr(), b, h, w,
+                                  size, *(t.data_ptr() for t in boxes), flip.data_ptr())
+    if status != 0:
+        raise MemoryError("crop_resize_flip: out of memory for its weight buffers.")
+    return out
 
 
 def colour_jitter_gray_(x: Tensor, jitter: Tensor, order: Tensor, factors: Tensor, gray: Tensor,
@@ -163,10 +202,8 @@ def colour_jitter_gray_(x: Tensor, jitter: Tensor, order: Tensor, factors: Tenso
     saturation, hue) where ``jitter`` is set, and RandomGrayscale where ``gray`` is set (before the
     jitter if ``gray_first``). The same map as ``augment.grayscale_(augment.color_jitter(x, p), p.gray)``
     (or the reverse order). Raises :class:`NativeBuildError` when the kernel is unavailable."""
-    lib = _library()
-    if lib is None:
-        raise NativeBuildError(f"the compiled colour jitter is not available ({NATIVE_ENV}={mode()}).")
-    if not supports(x):
+    lib = _loaded()
+    if not (supports(x) and x.dtype == torch.float32):
         raise ValueError(f"x must be a contiguous float32 B x 3 x H x W CPU tensor, got {x.dtype} "
                          f"{tuple(x.shape)} on {x.device} (contiguous: {x.is_contiguous()}).")
     b, _, h, w = x.shape

@@ -1,5 +1,6 @@
-"""The compiled colour jitter (contrastive_lab.native) against torchvision and against the
-PyTorch version in augment (the readable definition), plus its build, cache and fallback."""
+"""The compiled view kernels (contrastive_lab.native: crop + resize + flip, colour jitter +
+grayscale) against torchvision and against the PyTorch versions in augment (the readable
+definitions), plus their build, cache and fallback."""
 
 from __future__ import annotations
 
@@ -132,6 +133,47 @@ def test_batched_views_with_and_without_the_kernel_agree(name):
     torch.testing.assert_close(fast.apply(x8, p), fast.apply_reference(x8, p), atol=3e-5, rtol=0)
 
 
+CROP_CASES = [  # (input H, W, output size): up-sampling, down-sampling (antialiased), non-square
+    (32, 32, 24), (32, 32, 32), (32, 32, 48), (96, 80, 24), (224, 200, 32), (17, 41, 9),
+]
+
+
+@needs_cc
+@pytest.mark.parametrize("h, w, size", CROP_CASES)
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_crop_agrees_with_torchvision_and_the_pytorch_version(h, w, size, dtype):
+    """Random boxes from the recipe's sampler plus hand-picked ones (whole image, one pixel, a thin
+    strip at the far corner), flipped or not."""
+    b = 40
+    p = A.BatchedViews(A.simclr_cifar(size=size)).sample_params(b, h, w, gen(h + w))
+    p.top[:4] = torch.tensor([0, h - 1, 0, h - 3])
+    p.left[:4] = torch.tensor([0, w - 1, w - 2, 0])
+    p.height[:4] = torch.tensor([h, 1, h, 3])
+    p.width[:4] = torch.tensor([w, 1, 2, w])
+    p.flip[:4] = torch.tensor([False, True, True, False])
+    x = torch.rand(b, 3, h, w, generator=gen(1))
+    x = (x * 255).round().to(torch.uint8) if dtype == torch.uint8 else x
+    xf = A.to_float_images(x)
+    out = native.crop_resize_flip(x, p.top, p.left, p.height, p.width, p.flip, size)
+    assert out.dtype == torch.float32 and out.shape == (b, 3, size, size)
+    torch.testing.assert_close(out, A.crop_resize_flip(xf, p, size), atol=2e-6, rtol=0)
+    for i in range(b):
+        ref = TF.resized_crop(xf[i], int(p.top[i]), int(p.left[i]), int(p.height[i]), int(p.width[i]),
+                              [size, size], antialias=True)
+        ref = TF.horizontal_flip(ref) if p.flip[i] else ref
+        torch.testing.assert_close(out[i], ref, atol=2e-5, rtol=0)
+
+
+@needs_cc
+def test_crop_rejects_bad_input():
+    x = torch.zeros(2, 3, 8, 8, dtype=torch.uint8)
+    one = torch.zeros(2, dtype=torch.int64)
+    with pytest.raises(ValueError, match="contiguous uint8 or float32"):
+        native.crop_resize_flip(x.double(), one, one, one + 8, one + 8, one.bool(), 4)
+    with pytest.raises(ValueError, match="one entry per image"):
+        native.crop_resize_flip(x, one[:1], one, one + 8, one + 8, one.bool(), 4)
+
+
 # ---------------------------------------------------------------------------------------------
 # Choosing, building and failing
 # ---------------------------------------------------------------------------------------------
@@ -167,12 +209,12 @@ def fake_compiler(tmp_path, stderr: str) -> str:
 
 
 @pytest.mark.parametrize("cc, message", [("/nonexistent/cc", "could not run the C compiler"),
-                                         ("FAKE", "failed to compile colour.c")])
+                                         ("FAKE", "failed to compile colour.c, crop.c")])
 def test_without_a_compiler_auto_mode_warns_and_falls_back(tmp_path, monkeypatch, cc, message):
     monkeypatch.setenv("CC", fake_compiler(tmp_path, "error: no such thing") if cc == "FAKE" else cc)
     monkeypatch.setenv(native.CACHE_ENV, str(tmp_path / "cache"))
     x8 = (torch.rand(6, 3, 16, 16, generator=gen(9)) * 255).to(torch.uint8)
-    with pytest.warns(UserWarning, match=f"PyTorch colour jitter.*{message}"):
+    with pytest.warns(UserWarning, match=f"PyTorch view pipeline.*{message}"):
         out = A.BatchedViews(A.simclr_cifar(size=12))(x8, gen(10))
     assert torch.equal(out, A.BatchedViews(A.simclr_cifar(size=12), native=False)(x8, gen(10)))
     assert not list((tmp_path / "cache").glob("*.so"))  # no half-written library is left behind
@@ -206,7 +248,7 @@ def test_unsupported_inputs_take_pytorch_or_fail_clearly():
     p = A.BatchedViews(r).sample_params(4, 10, 10, gen(11))
     assert not native.supports(x) and not native.supports(x.float().transpose(2, 3))
     torch.testing.assert_close(A.BatchedViews(r).apply(x, p), A.BatchedViews(r, native=False).apply(x, p))
-    with pytest.raises(ValueError, match=r"native=True\) needs float32 images on the CPU"):
+    with pytest.raises(ValueError, match=r"native=True\) needs uint8 or float32 images on the CPU"):
         A.BatchedViews(r, native=True).apply(x, p)
     with pytest.raises(ValueError, match="native must be None"):
         A.BatchedViews(r, native="yes")
