@@ -1,4 +1,5 @@
-"""Throughput of two-view augmentation: BatchedViews (one call per batch) vs the per-image
+"""Throughput of two-view augmentation: BatchedViews (one call per batch; with its compiled C
+kernels, the default on CPU, and with PyTorch ops only, ``native=False``) vs the per-image
 torchvision v2 pipeline (what DataLoader workers run), on 256 CIFAR images.
 
     .venv/bin/python benchmarks/bench_views.py [--repeats 7] [--threads 2]
@@ -32,6 +33,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from contrastive_lab import native  # noqa: E402
 from contrastive_lab.augment import BatchedViews, ViewRecipe, build_torchvision_pipeline, get_recipe  # noqa: E402
 
 N_IMAGES = 256
@@ -75,19 +77,22 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def bench_recipe(recipe: ViewRecipe, images: torch.Tensor, repeats: int) -> tuple[float, float]:
-    """Images/s (two views per image) of BatchedViews and of the per-image pipeline."""
-    batched, pipe = BatchedViews(recipe), build_torchvision_pipeline(recipe)
+def bench_recipe(recipe: ViewRecipe, images: torch.Tensor, repeats: int) -> tuple[float, float, float]:
+    """Images/s (two views per image) of BatchedViews with the C kernels, with PyTorch ops only,
+    and of the per-image pipeline."""
+    pipe = build_torchvision_pipeline(recipe)
     gen = torch.Generator().manual_seed(0)
 
-    def run_batched() -> object:
-        return batched(images, gen), batched(images, gen)
+    def batched(use_c: bool) -> Callable[[], object]:
+        views = BatchedViews(recipe, native=use_c)
+        return lambda: (views(images, gen), views(images, gen))
 
     def run_per_image() -> object:
         return [(pipe(img), pipe(img)) for img in images]
 
     n = len(images)
-    return n / median_time(run_batched, repeats), n / median_time(run_per_image, repeats)
+    fast = n / median_time(batched(True), repeats) if native.available() else float("nan")
+    return fast, n / median_time(batched(False), repeats), n / median_time(run_per_image, repeats)
 
 
 def main() -> None:
@@ -106,11 +111,16 @@ def main() -> None:
     if load > (os.cpu_count() or 1) - 0.5:
         print("WARNING: other processes are using the CPUs; multi-threaded timings will be noisy and slow.")
     print(f"data: {len(images)} images from {source}; two views each; median of {args.repeats} repeats")
-    print(f"{'recipe':<28}{'batched img/s':>15}{'per-image img/s':>17}{'speedup':>9}")
-    for recipe in (get_recipe("simclr_cifar"), get_recipe("moco_v2", size=32), get_recipe("simclr_imagenet", size=32)):
-        fast, slow = bench_recipe(recipe, images, args.repeats)
+    print(f"compiled view kernels: {'yes' if native.available() else 'NO (no C compiler?)'}")
+    print(f"{'recipe':<28}{'batched C img/s':>16}{'batched PyTorch':>16}{'per-image':>11}"
+          f"{'C / PyTorch':>12}{'PyTorch / per-image':>20}")
+    recipes = (get_recipe("simclr_cifar", size=24), get_recipe("simclr_cifar"), get_recipe("moco_v2", size=32),
+               get_recipe("simclr_imagenet", size=32))
+    for recipe in recipes:
+        fast, batched, slow = bench_recipe(recipe, images, args.repeats)
         label = f"{recipe.name} ({recipe.size} px)"
-        print(f"{label:<28}{fast:>15.0f}{slow:>17.0f}{fast / slow:>8.1f}x")
+        print(f"{label:<28}{fast:>16.0f}{batched:>16.0f}{slow:>11.0f}{fast / batched:>11.1f}x"
+              f"{batched / slow:>19.1f}x")
 
 
 if __name__ == "__main__":

@@ -588,10 +588,12 @@ class BatchedViews:
     call so tests can fix parameters; ``apply_reference`` is the same map as a per-sample loop
     over ``torchvision.transforms.v2.functional`` ops.
 
-    ``native`` chooses the colour jitter + grayscale on CPU float32 batches: ``None`` (default) uses
-    the compiled kernel of :mod:`contrastive_lab.native` when it is available (same map, ~15x faster
-    at CIFAR sizes; ``$CONTRASTIVE_LAB_NATIVE`` switches it off or makes it required), ``False``
-    always runs the PyTorch ops below, ``True`` requires the kernel. GPU batches always use PyTorch.
+    ``native`` chooses how crop/resize/flip and colour jitter + grayscale run on CPU uint8 or float32
+    batches: ``None`` (default) uses the compiled kernels of :mod:`contrastive_lab.native` when they
+    are available (the same map to float rounding; the whole call ~3x faster at CIFAR sizes;
+    ``$CONTRASTIVE_LAB_NATIVE`` switches them off or makes them required), ``False`` always runs the
+    PyTorch functions of this module, ``True`` requires the kernels. GPU and float64 batches always
+    use PyTorch. Blur and normalisation are PyTorch in every case.
     """
 
     def __init__(self, recipe: ViewRecipe | str, native: bool | None = None) -> None:
