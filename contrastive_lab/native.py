@@ -20,6 +20,7 @@ The PyTorch versions stay the readable definitions; ``tests/test_native.py`` che
 agrees (to ~1e-6: float rounding) on every op, op order, crop box and edge case. The switch
 ``CONTRASTIVE_LAB_NATIVE``: unset or ``auto`` = use it when it builds, and warn once (then use
 PyTorch) when it does not; ``1`` = require it (an error if it cannot be built); ``0`` = never.
+It is read once, when the first batch of views is drawn; ``BatchedViews(native=...)`` chooses per object.
 """
 
 from __future__ import annotations
@@ -146,7 +147,7 @@ def _library() -> ctypes.CDLL | None:
         return None
     p, i64 = ctypes.c_void_p, ctypes.c_int64
     lib.colour_jitter_gray.argtypes = [p, i64, i64, p, p, p, p, ctypes.c_int]
-    lib.colour_jitter_gray.restype = None
+    lib.colour_jitter_gray.restype = ctypes.c_int
     lib.crop_resize_flip.argtypes = [p, ctypes.c_int, p, i64, i64, i64, i64, p, p, p, p, p]
     lib.crop_resize_flip.restype = ctypes.c_int
     return lib
@@ -177,8 +178,10 @@ def crop_resize_flip(images: Tensor, top: Tensor, left: Tensor, height: Tensor, 
     ``size`` x ``size`` and horizontal flip where ``flip`` is set: the same map as
     :func:`augment.crop_resize_flip` (banded instead of dense resampling matrices). ``images``:
     B x 3 x H x W uint8 (scaled by 1/255) or float32, contiguous, CPU; returns float32 B x 3 x size x size.
-    Boxes are assumed valid (``BatchedViews`` checks them)."""
+    Every box must lie inside the image (the C checks it before reading)."""
     lib = _loaded()
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"size must be a positive int, got {size!r}.")
     if not supports(images):
         raise ValueError(f"images must be a contiguous uint8 or float32 B x 3 x H x W CPU tensor, got "
                          f"{images.dtype} {tuple(images.shape)} on {images.device}.")
@@ -190,8 +193,14 @@ def crop_resize_flip(images: Tensor, top: Tensor, left: Tensor, height: Tensor, 
     out = torch.empty(b, 3, size, size, dtype=torch.float32)
     status = lib.crop_resize_flip(images.data_ptr(), int(images.dtype == torch.uint8), out.data_ptr(), b, h, w,
                                   size, *(t.data_ptr() for t in boxes), flip.data_ptr())
-    if status != 0:
+    if status > 0:
+        i = status - 1
+        raise ValueError(f"crop box of sample {i} (top {int(boxes[0][i])}, left {int(boxes[1][i])}, height "
+                         f"{int(boxes[2][i])}, width {int(boxes[3][i])}) leaves the {h} x {w} image.")
+    if status == -1:
         raise MemoryError("crop_resize_flip: out of memory for its weight buffers.")
+    if status != 0:
+        raise RuntimeError(f"crop_resize_flip: internal error {status} (filter support larger than allocated).")
     return out
 
 
@@ -215,8 +224,9 @@ def colour_jitter_gray_(x: Tensor, jitter: Tensor, order: Tensor, factors: Tenso
         raise ValueError(f"parameters for a batch of {b}: jitter and gray need {b} entries, order and "
                          f"factors shape ({b}, 4); got {len(jitter)}, {len(gray)}, {tuple(order.shape)}, "
                          f"{tuple(factors.shape)}.")
-    if bool(((order < 0) | (order > 3)).any()):
-        raise ValueError("order must hold the op ids 0-3 (brightness, contrast, saturation, hue).")
-    lib.colour_jitter_gray(x.data_ptr(), b, h * w, jitter.data_ptr(), order.data_ptr(), factors.data_ptr(),
-                           gray.data_ptr(), int(gray_first))
+    status = lib.colour_jitter_gray(x.data_ptr(), b, h * w, jitter.data_ptr(), order.data_ptr(),
+                                    factors.data_ptr(), gray.data_ptr(), int(gray_first))
+    if status:
+        raise ValueError(f"order of sample {status - 1} is {order[status - 1].tolist()}; it must hold the op ids "
+                         "0-3 (brightness, contrast, saturation, hue).")
     return x

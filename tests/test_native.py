@@ -107,7 +107,7 @@ def test_samples_without_jitter_or_gray_are_untouched_and_runs_repeat():
     p = random_params(b, size, seed=5)
     skip = ~p.jitter & ~p.gray
     p.hue[0] = 0.0
-    only_hue0 = torch.zeros(b, dtype=torch.bool)
+    no_gray = torch.zeros(b, dtype=torch.bool)
     assert skip.any()
     out = run_native(x, p)
     assert torch.equal(out[skip], x[skip])  # bit-identical: nothing was applied
@@ -116,7 +116,7 @@ def test_samples_without_jitter_or_gray_are_untouched_and_runs_repeat():
     q = A.ViewParams(**{**{f: getattr(p, f) for f in p.__dataclass_fields__},
                         "brightness": torch.ones(b, dtype=torch.float64), "contrast": torch.ones(b, dtype=torch.float64),
                         "saturation": torch.ones(b, dtype=torch.float64), "hue": torch.zeros(b, dtype=torch.float64),
-                        "jitter": torch.ones(b, dtype=torch.bool), "gray": only_hue0})
+                        "jitter": torch.ones(b, dtype=torch.bool), "gray": no_gray})
     assert torch.equal(run_native(x, q), x)
 
 
@@ -172,6 +172,13 @@ def test_crop_rejects_bad_input():
         native.crop_resize_flip(x.double(), one, one, one + 8, one + 8, one.bool(), 4)
     with pytest.raises(ValueError, match="one entry per image"):
         native.crop_resize_flip(x, one[:1], one, one + 8, one + 8, one.bool(), 4)
+    with pytest.raises(ValueError, match="size must be a positive int"):
+        native.crop_resize_flip(x, one, one, one + 8, one + 8, one.bool(), 0)
+    bad = torch.tensor([0, 1])  # sample 1: rows 1-8 of an 8-row image
+    with pytest.raises(ValueError, match=r"crop box of sample 1 \(top 1, left 0, height 8, width 8\) leaves"):
+        native.crop_resize_flip(x, bad, one, one + 8, one + 8, one.bool(), 4)
+    with pytest.raises(ValueError, match="crop box of sample 0"):
+        native.crop_resize_flip(x, one, one, one, one + 8, one.bool(), 4)  # height 0
 
 
 # ---------------------------------------------------------------------------------------------

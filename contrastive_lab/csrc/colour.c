@@ -74,8 +74,11 @@ static void to_gray(float *restrict r, float *restrict g, float *restrict b, int
     }
 }
 
-void colour_jitter_gray(float *x, int64_t batch, int64_t hw, const uint8_t *jitter, const int64_t *order,
-                        const float *factor, const uint8_t *gray, int gray_first) {
+/* Returns 0, or k > 0 when sample k - 1's order holds an op id outside 0-3 (nothing is changed then). */
+int colour_jitter_gray(float *x, int64_t batch, int64_t hw, const uint8_t *jitter, const int64_t *order,
+                       const float *factor, const uint8_t *gray, int gray_first) {
+    for (int64_t s = 0; s < 4 * batch; s++)
+        if (order[s] < 0 || order[s] > 3) return (int)(s / 4 + 1);
     for (int64_t s = 0; s < batch; s++) {
         float *r = x + 3 * hw * s, *g = r + hw, *b = g + hw;
         const float *f = factor + 4 * s;
@@ -92,4 +95,5 @@ void colour_jitter_gray(float *x, int64_t batch, int64_t hw, const uint8_t *jitt
         }
         if (!gray_first && gray[s]) to_gray(r, g, b, hw);
     }
+    return 0;
 }

@@ -15,7 +15,7 @@
 #include <stdlib.h>
 
 /* Banded weights of one axis: for output i, taps first[i] .. first[i] + count[i] - 1 (window
- * coordinates) with weights w[i * taps + k]. Returns 0, or -1 when out of memory. */
+ * coordinates) with weights w[i * taps + k]. Returns 0, or -1 if the support needs more than `taps`. */
 static int axis_weights(int64_t length, int64_t out, int64_t taps, int64_t *first, int64_t *count, float *w) {
     const float s = (float)length / (float)out;
     const float support = s > 1.0f ? s : 1.0f;
@@ -54,9 +54,15 @@ static void load_window(const void *src, int is_uint8, int64_t plane, int64_t wi
     }
 }
 
+/* Returns 0; k > 0 when sample k - 1's box leaves the image (nothing is written then); -1 when out of
+ * memory; -2 if a filter needed more taps than allocated (a bug). */
 int crop_resize_flip(const void *src, int is_uint8, float *out, int64_t batch, int64_t height, int64_t width,
                      int64_t size, const int64_t *top, const int64_t *left, const int64_t *crop_h,
                      const int64_t *crop_w, const uint8_t *flip) {
+    for (int64_t b = 0; b < batch; b++)
+        if (top[b] < 0 || left[b] < 0 || crop_h[b] < 1 || crop_w[b] < 1 || top[b] + crop_h[b] > height
+            || left[b] + crop_w[b] > width)
+            return (int)(b + 1);
     const int64_t taps = 2 * ((height > width ? height : width) / size + 2) + 2;
     int64_t *idx = malloc(sizeof(int64_t) * 4 * size);
     float *wy = malloc(sizeof(float) * size * taps), *wx = malloc(sizeof(float) * size * taps);
@@ -67,7 +73,7 @@ int crop_resize_flip(const void *src, int is_uint8, float *out, int64_t batch, i
     for (int64_t b = 0; b < batch && status == 0; b++) {
         const int64_t ch = crop_h[b], cw = crop_w[b];
         if (axis_weights(ch, size, taps, y0, ny, wy) || axis_weights(cw, size, taps, x0, nx, wx)) {
-            status = -1;
+            status = -2;
             break;
         }
         for (int64_t c = 0; c < 3; c++) {
