@@ -31,7 +31,7 @@ import torch
 
 from contrastive_lab import native
 from contrastive_lab.augment import BatchedViews
-from contrastive_lab.engine import encode, load_split, resolve_lr, train, view_recipe
+from contrastive_lab.engine import encode, load_split, resolve_lr, steps_that_fit, train, view_recipe
 from contrastive_lab.evaluate import knn_accuracy
 from contrastive_lab.methods import build_method
 from contrastive_lab.optim import build_optimizer, build_scheduler
@@ -122,17 +122,27 @@ def measure_steps(cfg, dtype, views: BatchedViews, batch: torch.Tensor, gen, n: 
     }
 
 
-def ours_at_budget(cfg, budget: float, out_dir: Path) -> dict:
+def ours_at_budget(cfg, budget: float, out_dir: Path, fit: bool) -> dict:
     run = cfg.replace(time_budget_s=budget, knn_every=0, figures=False)  # the preset's schedule, capped
+    if fit and budget:  # the cosine ends at the budget, whatever the machine's speed (engine.steps_that_fit)
+        run = run.replace(fit_to_budget=True, epochs=FIT_MAX_EPOCHS, max_steps=0)
     cpu0, load0 = cpu_seconds(), os.getloadavg()[0]
     result = train(run, out_dir, verbose=True)
     return {"knn_random": result["knn_random"], "knn_final": result["knn_final"], "steps": result["step"],
+            "schedule_steps": result["schedule_steps"], "fit_to_budget": run.fit_to_budget,
             "train_seconds": result["train_seconds"], "cpu_seconds_incl_eval": round(cpu_seconds() - cpu0, 1),
             "load_before": load0, "load_after": os.getloadavg()[0]}
 
 
-def lightly_at_budget(cfg, budget: float, train_ds, test_ds, workers: int) -> dict:
-    """lightly's SimCLR data path and loss on our encoder/head/optimiser (same precision)."""
+FIT_MAX_EPOCHS = 1000  # with a fitted schedule, epochs is only an upper bound
+
+
+def lightly_at_budget(cfg, budget: float, train_ds, test_ds, workers: int, fit: bool) -> dict:
+    """lightly's SimCLR data path and loss on our encoder/head/optimiser (same precision).
+
+    With ``fit`` its schedule is fitted to the budget as the engine's ``fit_to_budget`` does, from the
+    speed of steps 5 .. steps_per_epoch + 5 (a window that includes one restart of the DataLoader's
+    workers, which this loop pays at every epoch)."""
     from lightly.loss import NTXentLoss
     from lightly.transforms import SimCLRTransform
     from torchvision.transforms import v2 as tv2
@@ -162,8 +172,9 @@ def lightly_at_budget(cfg, budget: float, train_ds, test_ds, workers: int) -> di
     opt = build_optimizer(cfg.optimizer, method, lr=lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum)
     # the same schedule as the preset (epochs x steps, warmup, cosine), and the same time cap
     steps_per_epoch = len(train_ds) // cfg.batch_size
-    total = cfg.epochs * steps_per_epoch
+    total = (FIT_MAX_EPOCHS if fit and budget else cfg.epochs) * steps_per_epoch
     sched = build_scheduler(opt, total_steps=total, warmup_steps=round(cfg.warmup_epochs * steps_per_epoch))
+    fit_from, fit_at = 5, (steps_per_epoch + 5 if fit and budget else -1)
     dtype = autocast_dtype("cpu")
     knn_random = knn(method.encoder, cfg, train_ds, test_ds)
     budget = budget or float("inf")
@@ -182,10 +193,17 @@ def lightly_at_budget(cfg, budget: float, train_ds, test_ds, workers: int) -> di
             sched.step()
             step += 1
             images += cfg.batch_size
+            if step == fit_from:
+                t_fit = time.perf_counter()
+            if step == fit_at:
+                per_step = (time.perf_counter() - t_fit) / (fit_at - fit_from)
+                total = min(total, steps_that_fit(step, time.perf_counter() - start, per_step, budget))
+                sched.lr_lambdas[0].total_steps = total
             if time.perf_counter() - start >= budget or step >= total:
                 break
     seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu0
     return {"knn_random": knn_random, "knn_final": knn(method.encoder, cfg, train_ds, test_ds), "steps": step,
+            "schedule_steps": total,
             "train_seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1), "img_per_s": round(images / seconds, 1),
             "workers": workers, "load_before": load0, "load_after": os.getloadavg()[0]}
 
@@ -204,6 +222,9 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=8, help="timed steps per throughput measurement")
     parser.add_argument("--skip", nargs="*", default=[], choices=["throughput", "ours", "lightly"])
     parser.add_argument("--lightly-workers", type=int, default=1)
+    parser.add_argument("--schedule", choices=["fit", "preset"], default="fit",
+                        help="fit: both quality runs fit their cosine schedule to the budget (fit_to_budget); "
+                             "preset: the preset's own schedule, cut off by the budget")
     parser.add_argument("--out", default="benchmarks/results/bench_train.json")
     parser.add_argument("--run-dir", default="/tmp/contrastive_lab_bench")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, as for train")
@@ -213,21 +234,23 @@ def main(argv=None) -> int:
     cfg = apply_overrides(get_preset(args.preset), args.overrides)
     train_ds, test_ds = load_split(cfg, "train"), load_split(cfg, "test")
     report = {"command": "python " + " ".join(sys.argv), "machine": machine(), "preset": args.preset,
-              "overrides": args.overrides, "data": f"{train_ds.name} ({len(train_ds)} train / {len(test_ds)} test)", "budget_s": args.budget}
+              "overrides": args.overrides, "data": f"{train_ds.name} ({len(train_ds)} train / {len(test_ds)} test)", "budget_s": args.budget,
+              "schedule": args.schedule}
     print(json.dumps(report, indent=2))
     if "throughput" not in args.skip:
         report["throughput"] = throughput(cfg, train_ds.images, args.steps)
         print(json.dumps(report["throughput"], indent=2))
     if "ours" not in args.skip:
         run_dir = Path(args.run_dir) / datetime.now().strftime("%Y%m%d-%H%M%S")
-        report["ours"] = ours_at_budget(cfg, args.budget, run_dir)
+        report["ours"] = ours_at_budget(cfg, args.budget, run_dir, args.schedule == "fit")
         print("ours:", report["ours"])
     if "lightly" not in args.skip:
         try:
             import lightly
 
             report["lightly_version"] = lightly.__version__
-            report["lightly"] = lightly_at_budget(cfg, args.budget, train_ds, test_ds, args.lightly_workers)
+            report["lightly"] = lightly_at_budget(cfg, args.budget, train_ds, test_ds, args.lightly_workers,
+                                                  args.schedule == "fit")
         except ImportError:
             report["lightly"] = "lightly not installed (make bench-env)"
         print("lightly:", report["lightly"])

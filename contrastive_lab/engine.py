@@ -726,6 +726,26 @@ class StepDecay:
         return self.gamma ** sum(step >= m for m in self.milestones)
 
 
+def steps_that_fit(step: int, elapsed_s: float, seconds_per_step: float, budget_s: float,
+                   margin: float = 0.03) -> int:
+    """Length of a schedule that ends within a time budget, from the speed measured so far.
+
+        T = t + floor((1 - margin) (B - e) / s)
+
+    with t steps done in e seconds, s seconds per step (measured) and budget B; at least t + 1.
+    The margin absorbs drift in the machine's speed; the time budget still stops the run if the
+    estimate was too long. Why fit the schedule rather than cut it: a learning rate that decays to
+    zero exactly at the budget beats a longer schedule cut off by it (Li, Yumer & Ramanan 2020,
+    "Budgeted Training", ICLR, Sec. 4), and a cut-off cosine ends with the lr still high.
+    """
+    if not seconds_per_step > 0:
+        raise ValueError(f"seconds_per_step must be > 0, got {seconds_per_step}")
+    if not 0 <= margin < 1:
+        raise ValueError(f"margin must be in [0, 1), got {margin}")
+    left = max(budget_s - elapsed_s, 0.0) * (1 - margin)
+    return step + max(int(left // seconds_per_step), 1)
+
+
 def build_lr_schedule(optimizer, cfg: Config, total_steps: int, steps_per_epoch: int):
     """``cfg.lr_schedule``: warmup + cosine (SimCLR Sec. 2.3) or warmup + step decay at ``lr_milestones``."""
     warmup = min(round(cfg.warmup_epochs * steps_per_epoch), total_steps)
@@ -891,7 +911,7 @@ def train(
     )
     scheduler = build_lr_schedule(optimizer, cfg, total_steps, steps_per_epoch)
 
-    step = 0
+    step, fitted_steps = 0, 0
     if resume:
         if not ckpt_path.is_file():
             raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}; run without --resume to start")
@@ -902,6 +922,8 @@ def train(
         batches.set_rng_state(state["rng"]["views"])
         torch.set_rng_state(state["rng"]["torch"])
         step = int(state["step"])
+        fitted_steps = int(state.get("fitted_steps", 0))  # fit_to_budget's schedule, once fixed, stays
+        total_steps = fitted_steps or total_steps
         say(f"resumed from {ckpt_path} at step {step}")
     elif ckpt_path.exists():  # checked on every rank (a shared filesystem), so no rank is left waiting
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
@@ -926,6 +948,7 @@ def train(
                     "method": method.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
+                    "fitted_steps": fitted_steps,
                     "rng": {"torch": torch.get_rng_state(), "views": batches.rng_state()},
                 },
                 ckpt_path,
@@ -956,6 +979,13 @@ def train(
     if cfg.time_budget_s:
         say(f"note: training stops after time_budget_s={cfg.time_budget_s:g} s if it has not finished "
             "(pass time_budget_s=0 for no limit)")
+    # fit_to_budget: time steps fit_from..fit_at (the warmup, whose lr does not depend on the schedule's
+    # length), then end the cosine at the budget: the run's length depends on the machine's speed.
+    fit_from = step + 5
+    fit_at = 0 if (fitted_steps or not cfg.fit_to_budget) else max(fit_from + 10, scheduler.lr_lambdas[0].warmup_steps)
+    if fit_at:
+        say(f"note: fit_to_budget: the schedule's length is set after step {fit_at} from the measured speed "
+            f"(at most {total_steps} steps)")
 
     model.train()
     start_time, images_seen, timed = time.perf_counter(), 0, 0.0
@@ -990,6 +1020,18 @@ def train(
                 optimizer.step()
                 scheduler.step()
                 step += 1
+                if step == fit_from:
+                    fit_t0 = time.perf_counter() - timed
+                if step == fit_at:
+                    per_step = (time.perf_counter() - timed - fit_t0) / (fit_at - fit_from)
+                    fitted_steps = steps_that_fit(step, time.perf_counter() - start_time - timed, per_step,
+                                                  cfg.time_budget_s)
+                    if world > 1:  # every rank must run the same schedule: the slowest rank's estimate
+                        fitted_steps = min_over_ranks(fitted_steps, device)
+                    total_steps = fitted_steps = min(fitted_steps, total_steps)
+                    scheduler.lr_lambdas[0].total_steps = total_steps  # saved with the scheduler's state
+                    say(f"fit_to_budget: {1000 * per_step:.0f} ms/step -> a schedule of {total_steps} steps "
+                        f"({total_steps / steps_per_epoch:.1f} epochs) ending within {cfg.time_budget_s:g} s")
                 epoch_loss += loss.item()
                 epoch_n += 1
                 images_seen += cfg.batch_size
@@ -1035,7 +1077,7 @@ def train(
 
     checkpoint()
     train_seconds = time.perf_counter() - start_time - timed
-    results.update(step=step, stop_reason=stop_reason, train_seconds=train_seconds)
+    results.update(step=step, schedule_steps=total_steps, stop_reason=stop_reason, train_seconds=train_seconds)
     if stop_reason == "interrupted":
         say(f"stopped by Ctrl-C at step {step}; resume with --resume (checkpoint {ckpt_path})")
         dist_utils.cleanup_distributed()
@@ -1069,6 +1111,13 @@ def mean_over_ranks(values: dict[str, Tensor], device: torch.device) -> dict[str
         torch.distributed.all_reduce(stacked)
         stacked /= dist_utils.get_world_size()
     return dict(zip(keys, stacked.tolist()))
+
+
+def min_over_ranks(value: int, device: torch.device) -> int:
+    """The smallest of the ranks' integers, on every rank."""
+    tensor = torch.tensor([-float(value)], device=device, dtype=torch.float64)
+    torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX)
+    return int(-tensor.item())
 
 
 def any_rank(flag: bool, device: torch.device) -> bool:

@@ -85,6 +85,7 @@ class Config:
     epochs: int = 100
     max_steps: int = 0  # >0: stop after this many optimizer steps
     time_budget_s: float = 0.0  # >0: stop training after this much wall time (benchmarks)
+    fit_to_budget: bool = False  # with time_budget_s: time the warmup steps, then end the cosine schedule at the budget
     # execution
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
@@ -142,6 +143,9 @@ def validate(cfg: Config) -> Config:
     milestones = parse_milestones(cfg.lr_milestones)
     if cfg.lr_schedule == "step" and not milestones:
         raise ValueError('lr_schedule=step needs lr_milestones, a comma list of epochs (e.g. "60,80")')
+    if cfg.fit_to_budget and not (cfg.time_budget_s > 0 and cfg.lr_schedule == "cosine"):
+        raise ValueError("fit_to_budget=true sizes the cosine schedule to the time budget: it needs "
+                         f"time_budget_s > 0 and lr_schedule=cosine (got {cfg.time_budget_s:g}, {cfg.lr_schedule!r})")
     if not 0 < cfg.label_fraction <= 1:
         raise ValueError(f"label_fraction must be in (0, 1] (0.01 = 1% of the labels), got {cfg.label_fraction}")
     return cfg

@@ -272,3 +272,76 @@ def test_step_and_time_caps_are_announced_not_silent(tmp_path, capsys):
     train(tiny_config(epochs=1, max_steps=0, time_budget_s=0.0), tmp_path / "free", verbose=True)
     out = capsys.readouterr().out
     assert "caps the" not in out and "time_budget_s" not in out
+
+
+def test_steps_that_fit_matches_hand_computation():
+    # 40 steps done in 20 s at 0.5 s/step; 400 s left, 3% margin: 388 s -> 776 more steps
+    assert engine.steps_that_fit(40, 20.0, 0.5, 420.0) == 40 + 776
+    assert engine.steps_that_fit(40, 20.0, 0.5, 420.0, margin=0.0) == 40 + 800
+    assert engine.steps_that_fit(40, 500.0, 0.5, 420.0) == 41  # over budget already: at least one more step
+    with pytest.raises(ValueError, match="seconds_per_step"):
+        engine.steps_that_fit(1, 0.0, 0.0, 10.0)
+    with pytest.raises(ValueError, match="margin"):
+        engine.steps_that_fit(1, 0.0, 0.1, 10.0, margin=1.0)
+
+
+class FakeClock:
+    """perf_counter that advances a fixed tick per call: the engine's timing becomes deterministic."""
+
+    def __init__(self, tick: float = 0.01):
+        self.now, self.tick = 1000.0, tick
+
+    def perf_counter(self) -> float:
+        self.now += self.tick
+        return self.now
+
+
+def test_fit_to_budget_ends_the_cosine_at_the_budget_and_resume_keeps_it(tmp_path, monkeypatch):
+    cfg = tiny_config(epochs=100, warmup_epochs=1.0, time_budget_s=2.0, fit_to_budget=True)  # <= 300 steps
+    monkeypatch.setattr(engine, "time", FakeClock())
+    straight = train(cfg, tmp_path / "straight", verbose=False)
+    state = load_checkpoint(tmp_path / "straight/checkpoints/last.pt")
+    fitted = state["fitted_steps"]
+    assert 20 < fitted < 300, fitted  # set from the measured speed, below the 100-epoch cap
+    assert straight["stop_reason"] == "finished" and straight["step"] == fitted
+    assert state["scheduler"]["lr_lambdas"][0]["total_steps"] == fitted
+    assert state["scheduler"]["_last_lr"][0] == pytest.approx(0.0, abs=1e-12)  # the cosine reached its end
+    # stopped after the fit and resumed (the clock starts afresh): the same schedule, the same weights
+    monkeypatch.setattr(engine, "time", FakeClock())
+    train(cfg, tmp_path / "resumed", verbose=False, stop_at_step=fitted - 5)
+    monkeypatch.setattr(engine, "time", FakeClock())
+    resumed = train(cfg, tmp_path / "resumed", resume=True, verbose=False)
+    assert resumed["step"] == fitted
+    a, b = weights(tmp_path / "straight"), weights(tmp_path / "resumed")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_fit_to_budget_needs_a_budget_and_a_cosine():
+    with pytest.raises(ValueError, match="time_budget_s > 0"):
+        tiny_config(fit_to_budget=True, time_budget_s=0.0)
+    with pytest.raises(ValueError, match="lr_schedule=cosine"):
+        tiny_config(fit_to_budget=True, time_budget_s=10.0, lr_schedule="step", lr_milestones="1")
+
+
+def test_fit_to_budget_on_two_gloo_ranks_runs_the_slowest_ranks_schedule(tmp_path):
+    """Ranks that time different speeds must still run one schedule: the shortest (slowest rank's)."""
+    from tests._dist import run_ranks
+
+    cfg = tiny_config(epochs=100, warmup_epochs=1.0, time_budget_s=2.0, fit_to_budget=True)
+    run_ranks(_fit_worker, world_size=2, args=(cfg, str(tmp_path / "ddp")))
+    ranks = [torch.load(tmp_path / f"ddp/result{r}.pt") for r in (0, 1)]
+    assert ranks[0] == ranks[1], ranks  # the same schedule and the same last step on both ranks
+    slow = tmp_path / "slow"
+    engine_time, engine.time = engine.time, FakeClock(tick=0.02)  # rank 1's clock, alone
+    try:
+        alone = train(cfg, slow, verbose=False)
+    finally:
+        engine.time = engine_time
+    assert ranks[0] == (alone["schedule_steps"], alone["step"])
+    assert alone["schedule_steps"] < 150  # the fast rank alone would have fitted about twice as many
+
+
+def _fit_worker(rank, world_size, cfg, out):
+    engine.time = FakeClock(tick=0.01 * (rank + 1))  # rank 1 "runs" at half the speed
+    result = train(cfg, out, verbose=False)
+    torch.save((result["schedule_steps"], result["step"]), Path(out) / f"result{rank}.pt")
