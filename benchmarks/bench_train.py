@@ -31,7 +31,7 @@ import torch
 
 from contrastive_lab import native
 from contrastive_lab.augment import BatchedViews
-from contrastive_lab.engine import encode, load_split, resolve_lr, steps_that_fit, train, view_recipe
+from contrastive_lab.engine import ScheduleFitter, encode, load_split, resolve_lr, train, view_recipe
 from contrastive_lab.evaluate import knn_accuracy
 from contrastive_lab.methods import build_method
 from contrastive_lab.optim import build_optimizer, build_scheduler
@@ -124,7 +124,7 @@ def measure_steps(cfg, dtype, views: BatchedViews, batch: torch.Tensor, gen, n: 
 
 def ours_at_budget(cfg, budget: float, out_dir: Path, fit: bool) -> dict:
     run = cfg.replace(time_budget_s=budget, knn_every=0, figures=False)  # the preset's schedule, capped
-    if fit and budget:  # the cosine ends at the budget, whatever the machine's speed (engine.steps_that_fit)
+    if fit and budget:  # the cosine ends at the budget, whatever the machine's speed (engine.ScheduleFitter)
         run = run.replace(fit_to_budget=True, epochs=FIT_MAX_EPOCHS, max_steps=0)
     cpu0, load0 = cpu_seconds(), os.getloadavg()[0]
     result = train(run, out_dir, verbose=True)
@@ -140,9 +140,9 @@ FIT_MAX_EPOCHS = 1000  # with a fitted schedule, epochs is only an upper bound
 def lightly_at_budget(cfg, budget: float, train_ds, test_ds, workers: int, fit: bool) -> dict:
     """lightly's SimCLR data path and loss on our encoder/head/optimiser (same precision).
 
-    With ``fit`` its schedule is fitted to the budget as the engine's ``fit_to_budget`` does, from the
-    speed of steps 5 .. steps_per_epoch + 5 (a window that includes one restart of the DataLoader's
-    workers, which this loop pays at every epoch)."""
+    With ``fit`` its schedule is fitted to the budget with the engine's ``ScheduleFitter`` (as
+    ``fit_to_budget`` does): first from the speed of steps 5 .. steps_per_epoch + 5, then every epoch
+    (each window includes one restart of the DataLoader's workers, which this loop pays every epoch)."""
     from lightly.loss import NTXentLoss
     from lightly.transforms import SimCLRTransform
     from torchvision.transforms import v2 as tv2
@@ -174,7 +174,8 @@ def lightly_at_budget(cfg, budget: float, train_ds, test_ds, workers: int, fit: 
     steps_per_epoch = len(train_ds) // cfg.batch_size
     total = (FIT_MAX_EPOCHS if fit and budget else cfg.epochs) * steps_per_epoch
     sched = build_scheduler(opt, total_steps=total, warmup_steps=round(cfg.warmup_epochs * steps_per_epoch))
-    fit_from, fit_at = 5, (steps_per_epoch + 5 if fit and budget else -1)
+    # refitted every epoch, as the engine does (each window holds one restart of the workers)
+    fitter = ScheduleFitter(budget, total, 5, steps_per_epoch + 5, every=steps_per_epoch) if fit and budget else None
     dtype = autocast_dtype("cpu")
     knn_random = knn(method.encoder, cfg, train_ds, test_ds)
     budget = budget or float("inf")
@@ -193,12 +194,9 @@ def lightly_at_budget(cfg, budget: float, train_ds, test_ds, workers: int, fit: 
             sched.step()
             step += 1
             images += cfg.batch_size
-            if step == fit_from:
-                t_fit = time.perf_counter()
-            if step == fit_at:
-                per_step = (time.perf_counter() - t_fit) / (fit_at - fit_from)
-                total = min(total, steps_that_fit(step, time.perf_counter() - start, per_step, budget))
-                sched.lr_lambdas[0].total_steps = total
+            fitted = fitter.update(step, time.perf_counter() - start) if fitter else None
+            if fitted:
+                total = sched.lr_lambdas[0].total_steps = fitted
             if time.perf_counter() - start >= budget or step >= total:
                 break
     seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu0

@@ -746,6 +746,46 @@ def steps_that_fit(step: int, elapsed_s: float, seconds_per_step: float, budget_
     return step + max(int(left // seconds_per_step), 1)
 
 
+class ScheduleFitter:
+    """``fit_to_budget``: keeps a cosine schedule's length fitted to a time budget as the run goes.
+
+    The first fit times steps ``first_from .. first_at`` (the warmup, whose lr does not depend on the
+    schedule's length); then every ``every`` steps the length is fitted again,
+    T = :func:`steps_that_fit` (capped at ``cap``), with the mean seconds per step since
+    ``first_from``, because a machine's speed drifts: one fit from the first 40 steps of a benchmark
+    run overestimated the run's speed by ~20 % and the budget cut the cosine at 84 % of its length.
+    The mean over all steps so far, not the last epoch's speed, because that speed swung between 200
+    and 330 ms per step from one epoch to the next on the development machine, and the schedule with
+    it. Refitting stops once the run is past ``until`` of its schedule, so the last stretch keeps one
+    decay and a resumed run (which keeps the saved length and never refits) matches a straight one.
+    ``elapsed_s`` must exclude pauses such as kNN evaluation.
+    """
+
+    def __init__(self, budget_s: float, cap: int, first_from: int, first_at: int, every: int,
+                 until: float = 0.8, margin: float = 0.03):
+        if not budget_s > 0:
+            raise ValueError(f"budget_s must be > 0, got {budget_s}")
+        if not 0 <= first_from < first_at:
+            raise ValueError(f"need 0 <= first_from < first_at, got {first_from}, {first_at}")
+        self.budget_s, self.cap, self.every, self.until, self.margin = budget_s, cap, max(every, 1), until, margin
+        self.fit_from, self.fit_at, self.t_from = first_from, first_at, 0.0
+
+    def update(self, step: int, elapsed_s: float, agree=lambda n: n) -> int | None:
+        """After step ``step``: the new schedule length when this step refits, else None.
+
+        ``agree`` combines the ranks' proposals (the engine passes the minimum over ranks)."""
+        if step == self.fit_from:
+            self.t_from = elapsed_s
+        if step != self.fit_at:
+            return None
+        per_step = (elapsed_s - self.t_from) / (step - self.fit_from)
+        total = agree(min(steps_that_fit(step, elapsed_s, per_step, self.budget_s, self.margin), self.cap))
+        self.seconds_per_step = per_step
+        nxt = step + self.every
+        self.fit_at = nxt if nxt < self.until * total else -1
+        return total
+
+
 def build_lr_schedule(optimizer, cfg: Config, total_steps: int, steps_per_epoch: int):
     """``cfg.lr_schedule``: warmup + cosine (SimCLR Sec. 2.3) or warmup + step decay at ``lr_milestones``."""
     warmup = min(round(cfg.warmup_epochs * steps_per_epoch), total_steps)
@@ -979,13 +1019,15 @@ def train(
     if cfg.time_budget_s:
         say(f"note: training stops after time_budget_s={cfg.time_budget_s:g} s if it has not finished "
             "(pass time_budget_s=0 for no limit)")
-    # fit_to_budget: time steps fit_from..fit_at (the warmup, whose lr does not depend on the schedule's
-    # length), then end the cosine at the budget: the run's length depends on the machine's speed.
-    fit_from = step + 5
-    fit_at = 0 if (fitted_steps or not cfg.fit_to_budget) else max(fit_from + 10, scheduler.lr_lambdas[0].warmup_steps)
-    if fit_at:
+    # fit_to_budget: time the warmup steps (whose lr does not depend on the schedule's length), end the
+    # cosine at the budget, refit every epoch or so: the run's length depends on the machine's speed.
+    fitter = None
+    if cfg.fit_to_budget and not fitted_steps:
+        fit_at = max(step + 15, scheduler.lr_lambdas[0].warmup_steps)
+        every = steps_per_epoch * math.ceil(20 / steps_per_epoch)  # whole epochs, >= 20 steps: a steady estimate
+        fitter = ScheduleFitter(cfg.time_budget_s, total_steps, step + 5, fit_at, every=every)
         say(f"note: fit_to_budget: the schedule's length is set after step {fit_at} from the measured speed "
-            f"(at most {total_steps} steps)")
+            f"(at most {total_steps} steps) and refitted every {every} steps until 80 % of it")
 
     model.train()
     start_time, images_seen, timed = time.perf_counter(), 0, 0.0
@@ -1020,18 +1062,16 @@ def train(
                 optimizer.step()
                 scheduler.step()
                 step += 1
-                if step == fit_from:
-                    fit_t0 = time.perf_counter() - timed
-                if step == fit_at:
-                    per_step = (time.perf_counter() - timed - fit_t0) / (fit_at - fit_from)
-                    fitted_steps = steps_that_fit(step, time.perf_counter() - start_time - timed, per_step,
-                                                  cfg.time_budget_s)
-                    if world > 1:  # every rank must run the same schedule: the slowest rank's estimate
-                        fitted_steps = min_over_ranks(fitted_steps, device)
-                    total_steps = fitted_steps = min(fitted_steps, total_steps)
-                    scheduler.lr_lambdas[0].total_steps = total_steps  # saved with the scheduler's state
-                    say(f"fit_to_budget: {1000 * per_step:.0f} ms/step -> a schedule of {total_steps} steps "
-                        f"({total_steps / steps_per_epoch:.1f} epochs) ending within {cfg.time_budget_s:g} s")
+                if fitter:  # every rank must run the same schedule: the slowest rank's estimate
+                    agree = (lambda n: min_over_ranks(n, device)) if world > 1 else (lambda n: n)
+                    fitted = fitter.update(step, time.perf_counter() - start_time - timed, agree)
+                    if fitted and (not fitted_steps or abs(fitted - total_steps) > 0.01 * total_steps):
+                        say(f"fit_to_budget: {1000 * fitter.seconds_per_step:.0f} ms/step -> a schedule of "
+                            f"{fitted} steps ({fitted / steps_per_epoch:.1f} epochs) ending within "
+                            f"{cfg.time_budget_s:g} s")
+                    if fitted:
+                        total_steps = fitted_steps = fitted
+                        scheduler.lr_lambdas[0].total_steps = total_steps  # saved with the scheduler's state
                 epoch_loss += loss.item()
                 epoch_n += 1
                 images_seen += cfg.batch_size
@@ -1057,7 +1097,10 @@ def train(
                 if world > 1:  # Ctrl-C or the budget may reach the ranks at different steps: stop together
                     stop.requested, over_budget = any_rank(stop.requested, device), any_rank(over_budget, device)
                 if stop.requested or over_budget or step >= total_steps:
-                    stop_reason = "interrupted" if stop.requested else ("time budget" if over_budget else stop_reason)
+                    if stop.requested:
+                        stop_reason = "interrupted"
+                    elif over_budget and step < total_steps:  # a schedule that ends on the budget finished
+                        stop_reason = "time budget"
                     break
             seconds = time.perf_counter() - t0
             epoch_mean = mean_over_ranks({"loss": torch.tensor(epoch_loss / max(epoch_n, 1))}, device)["loss"]

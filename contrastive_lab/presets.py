@@ -85,7 +85,7 @@ class Config:
     epochs: int = 100
     max_steps: int = 0  # >0: stop after this many optimizer steps
     time_budget_s: float = 0.0  # >0: stop training after this much wall time (benchmarks)
-    fit_to_budget: bool = False  # with time_budget_s: time the warmup steps, then end the cosine schedule at the budget
+    fit_to_budget: bool = False  # with time_budget_s: end the cosine at the budget (engine.ScheduleFitter)
     # execution
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import os
 import signal
 import subprocess
@@ -345,3 +346,62 @@ def _fit_worker(rank, world_size, cfg, out):
     engine.time = FakeClock(tick=0.01 * (rank + 1))  # rank 1 "runs" at half the speed
     result = train(cfg, out, verbose=False)
     torch.save((result["schedule_steps"], result["step"]), Path(out) / f"result{rank}.pt")
+
+
+def test_schedule_fitter_refits_from_the_mean_speed():
+    """Hand-computed: 0.1 s/step until step 15, then 0.2 s/step; budget 100 s, refit every 10 steps."""
+    fitter = engine.ScheduleFitter(budget_s=100.0, cap=1000, first_from=5, first_at=15, every=10)
+    elapsed = lambda step: 0.1 * step if step <= 15 else 1.5 + 0.2 * (step - 15)  # noqa: E731
+    fits = {}
+    for step in range(1, 400):
+        new = fitter.update(step, elapsed(step))
+        if new is not None:
+            fits[step] = new
+    # step 15: 0.1 s/step over steps 5..15 -> 15 + floor(0.97 * 98.5 / 0.1) = 15 + 955
+    assert fits[15] == 970
+    # step 25: (3.5 - 0.5) s over steps 5..25 = 0.15 s/step -> 25 + floor(0.97 * 96.5 / 0.15) = 25 + 624
+    assert fits[25] == 649
+    # then every 10 steps with the mean speed since step 5, until the next refit would pass 80 %
+    for step in fits:
+        mean = (elapsed(step) - 0.5) / (step - 5)
+        assert abs(fits[step] - (step + math.floor(0.97 * (100 - elapsed(step)) / mean))) <= 1  # float rounding
+    last = max(fits)
+    assert last < 0.8 * fits[last] <= last + 10
+    assert sorted(fits) == list(range(15, last + 1, 10))  # no refit skipped before the last
+    assert fits[last] < 520  # converging on the true length: 15 + 98.5 / 0.2 = 507 steps
+
+
+def test_schedule_fitter_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="budget_s"):
+        engine.ScheduleFitter(budget_s=0.0, cap=10, first_from=1, first_at=5, every=1)
+    with pytest.raises(ValueError, match="first_from < first_at"):
+        engine.ScheduleFitter(budget_s=10.0, cap=10, first_from=5, first_at=5, every=1)
+
+
+class SlowingClock(FakeClock):
+    """A machine that halves its speed after ``calls`` clock readings."""
+
+    def __init__(self, tick: float, calls: int):
+        super().__init__(tick)
+        self.calls, self.left = calls, calls
+
+    def perf_counter(self) -> float:
+        self.left -= 1
+        if self.left == 0:
+            self.tick *= 2
+        return super().perf_counter()
+
+
+def test_fit_to_budget_refits_when_the_machine_slows(tmp_path, monkeypatch):
+    """The machine halves its speed after the first fit. Fitted once, the 4 s budget would cut the
+    144-step cosine at about step 90, with the lr still near its peak; refitted from the mean speed,
+    the schedule shrinks and the run stops at most a few steps short of its end, lr about 0."""
+    cfg = tiny_config(epochs=100, warmup_epochs=1.0, time_budget_s=4.0, fit_to_budget=True)
+    monkeypatch.setattr(engine, "time", FakeClock())
+    steady = train(cfg, tmp_path / "steady", verbose=False)
+    monkeypatch.setattr(engine, "time", SlowingClock(0.01, calls=45))  # slows down at step 17
+    slowed = train(cfg, tmp_path / "slowed", verbose=False)
+    assert slowed["schedule_steps"] < 0.65 * steady["schedule_steps"]
+    assert slowed["step"] >= 0.95 * slowed["schedule_steps"]
+    state = load_checkpoint(tmp_path / "slowed/checkpoints/last.pt")
+    assert state["scheduler"]["_last_lr"][0] < 0.01 * slowed["lr"]  # the decay is (almost) complete
