@@ -750,9 +750,12 @@ class ScheduleFitter:
     """``fit_to_budget``: keeps a cosine schedule's length fitted to a time budget as the run goes.
 
     The first fit times steps ``first_from .. first_at`` (the warmup, whose lr does not depend on the
-    schedule's length); then every ``every`` steps the length is fitted again,
-    T = :func:`steps_that_fit` (capped at ``cap``), with the mean seconds per step since
-    ``first_from``, because a machine's speed drifts: one fit from the first 40 steps of a benchmark
+    schedule's length); then every ``every`` steps the length is fitted again from the mean speed,
+
+        s = (e_t - e_{t0}) / (t - t0),   T = min(steps_that_fit(t, e_t, s, B), cap),
+
+    with e_t the training seconds after step t and t0 = ``first_from``, because a machine's speed
+    drifts: one fit from the first 40 steps of a benchmark
     run overestimated the run's speed by ~20 % and the budget cut the cosine at 84 % of its length.
     The mean over all steps so far, not the last epoch's speed, because that speed swung between 200
     and 330 ms per step from one epoch to the next on the development machine, and the schedule with
@@ -767,8 +770,11 @@ class ScheduleFitter:
             raise ValueError(f"budget_s must be > 0, got {budget_s}")
         if not 0 <= first_from < first_at:
             raise ValueError(f"need 0 <= first_from < first_at, got {first_from}, {first_at}")
-        self.budget_s, self.cap, self.every, self.until, self.margin = budget_s, cap, max(every, 1), until, margin
+        if every < 1 or not 0 < until <= 1:
+            raise ValueError(f"every must be >= 1 step and until in (0, 1], got every={every}, until={until}")
+        self.budget_s, self.cap, self.every, self.until, self.margin = budget_s, cap, every, until, margin
         self.fit_from, self.fit_at, self.t_from = first_from, first_at, 0.0
+        self.seconds_per_step = float("nan")  # the last fit's mean, for the log
 
     def update(self, step: int, elapsed_s: float, agree=lambda n: n) -> int | None:
         """After step ``step``: the new schedule length when this step refits, else None.
@@ -1026,8 +1032,10 @@ def train(
         fit_at = max(step + 15, scheduler.lr_lambdas[0].warmup_steps)
         every = steps_per_epoch * math.ceil(20 / steps_per_epoch)  # whole epochs, >= 20 steps: a steady estimate
         fitter = ScheduleFitter(cfg.time_budget_s, total_steps, step + 5, fit_at, every=every)
+        # every rank must run the same schedule: the slowest rank's estimate
+        agree = (lambda n: min_over_ranks(n, device)) if world > 1 else (lambda n: n)
         say(f"note: fit_to_budget: the schedule's length is set after step {fit_at} from the measured speed "
-            f"(at most {total_steps} steps) and refitted every {every} steps until 80 % of it")
+            f"(at most {total_steps} steps) and refitted every {every} steps until {fitter.until:.0%} of it")
 
     model.train()
     start_time, images_seen, timed = time.perf_counter(), 0, 0.0
@@ -1062,8 +1070,7 @@ def train(
                 optimizer.step()
                 scheduler.step()
                 step += 1
-                if fitter:  # every rank must run the same schedule: the slowest rank's estimate
-                    agree = (lambda n: min_over_ranks(n, device)) if world > 1 else (lambda n: n)
+                if fitter:
                     fitted = fitter.update(step, time.perf_counter() - start_time - timed, agree)
                     if fitted and (not fitted_steps or abs(fitted - total_steps) > 0.01 * total_steps):
                         say(f"fit_to_budget: {1000 * fitter.seconds_per_step:.0f} ms/step -> a schedule of "

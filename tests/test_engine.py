@@ -351,7 +351,7 @@ def _fit_worker(rank, world_size, cfg, out):
 def test_schedule_fitter_refits_from_the_mean_speed():
     """Hand-computed: 0.1 s/step until step 15, then 0.2 s/step; budget 100 s, refit every 10 steps."""
     fitter = engine.ScheduleFitter(budget_s=100.0, cap=1000, first_from=5, first_at=15, every=10)
-    elapsed = lambda step: 0.1 * step if step <= 15 else 1.5 + 0.2 * (step - 15)  # noqa: E731
+    elapsed = lambda step: 0.1 * step if step <= 15 else 1.5 + 0.2 * (step - 15)
     fits = {}
     for step in range(1, 400):
         new = fitter.update(step, elapsed(step))
@@ -376,6 +376,10 @@ def test_schedule_fitter_rejects_bad_arguments():
         engine.ScheduleFitter(budget_s=0.0, cap=10, first_from=1, first_at=5, every=1)
     with pytest.raises(ValueError, match="first_from < first_at"):
         engine.ScheduleFitter(budget_s=10.0, cap=10, first_from=5, first_at=5, every=1)
+    with pytest.raises(ValueError, match="every must be >= 1"):
+        engine.ScheduleFitter(budget_s=10.0, cap=10, first_from=1, first_at=5, every=0)
+    with pytest.raises(ValueError, match="until in"):
+        engine.ScheduleFitter(budget_s=10.0, cap=10, first_from=1, first_at=5, every=1, until=0.0)
 
 
 class SlowingClock(FakeClock):
