@@ -207,7 +207,108 @@ def build_encoder(name: str, **kwargs: object) -> nn.Module:
     return builder(**kwargs)
 
 
+# ----------------------------------------------------------------------------------------
+# Speed: the weight gradient of a convolution on a small feature map as one GEMM
+# ----------------------------------------------------------------------------------------
+#
+# A convolution's weight gradient is dL/dW = sum over batch and output positions of
+# g[n, o, p] x[n, c, p + offset] (He et al. 2016 train with it; any im2col derivation, e.g. Chellapilla
+# et al. 2006, "High performance convolutional neural networks for document processing"). Written as
+# matrices, with cols = im2col(x), the (N*Ho*Wo, k*k*C) matrix of input patches, and G the (N*Ho*Wo, Cout)
+# output gradient:   dL/dW = G^T cols   (one GEMM, reshaped to (Cout, C, k, k)).
+# On this project's CPUs (AVX-512 BF16) oneDNN's bf16 weight-gradient kernel is slow on the small
+# maps of the last stages (3x3 or 6x6 positions, 128-256 channels): measured 19-41 ms where the
+# GEMM above, im2col included, takes 4-10 ms (BENCHMARKS.md, "GEMM weight gradient"). The forward
+# pass and the input gradient stay oneDNN's, which are fast there.
+
+GEMM_GRAD_MAX_POSITIONS = 64  # output maps up to 8x8: the last two stages of a CIFAR ResNet at 24-32 px
+
+
+def im2col_nhwc(x: torch.Tensor, kernel: int, stride: int, padding: int, out_h: int, out_w: int) -> torch.Tensor:
+    """Patches of x (N, C, H, W) as an (N, out_h, out_w, kernel*kernel*C) tensor, ordered (i, j, c).
+
+    Row (n, y, x) holds x[n, :, y*stride - padding + i, x*stride - padding + j] for every tap (i, j),
+    zeros outside the image: the left factor of the convolution written as a matrix product.
+    """
+    xh = x.permute(0, 2, 3, 1)  # (N, H, W, C): a free view when x is channels_last
+    if padding:
+        xh = nn.functional.pad(xh, (0, 0, padding, padding, padding, padding))
+    rows, cols = stride * (out_h - 1) + 1, stride * (out_w - 1) + 1
+    taps = [xh[:, i:i + rows:stride, j:j + cols:stride, :] for i in range(kernel) for j in range(kernel)]
+    return taps[0] if len(taps) == 1 else torch.cat(taps, dim=3)
+
+
+class _ConvGemmWeightGrad(torch.autograd.Function):
+    """conv2d(x, w) with groups=1, dilation=1, no bias, whose backward computes dL/dW as G^T cols."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.stride, ctx.padding = stride, padding
+        return nn.functional.conv2d(x, weight, stride=stride, padding=padding)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        s, p, k = ctx.stride, ctx.padding, weight.shape[-1]
+        grad_x = None
+        if ctx.needs_input_grad[0]:  # dL/dx: oneDNN's kernel (fast on these shapes)
+            grad_x = torch.ops.aten.convolution_backward(
+                grad_out, x, weight, None, [s, s], [p, p], [1, 1], False, [0, 0], 1, [True, False, False])[0]
+        grad_w = None
+        if ctx.needs_input_grad[1]:
+            n, c_out, out_h, out_w = grad_out.shape
+            cols = im2col_nhwc(x, k, s, p, out_h, out_w).reshape(n * out_h * out_w, -1)
+            g = grad_out.permute(0, 2, 3, 1).reshape(n * out_h * out_w, c_out)
+            grad_w = (g.t() @ cols).view(c_out, k, k, x.shape[1]).permute(0, 3, 1, 2)  # channels_last layout
+        return grad_x, grad_w, None, None
+
+
+def conv2d_gemm_weight_grad(x: torch.Tensor, weight: torch.Tensor, stride: int = 1, padding: int = 0) -> torch.Tensor:
+    """``F.conv2d(x, weight, stride=stride, padding=padding)``, with the weight gradient as one GEMM.
+
+    The same values and gradients as ``F.conv2d`` up to float rounding (tests/test_encoders.py
+    checks both in float64); only the arithmetic of dL/dW differs.
+    """
+    return _ConvGemmWeightGrad.apply(x, weight, stride, padding)
+
+
+class GemmGradConv2d(nn.Conv2d):
+    """An ``nn.Conv2d`` (same parameters, same ``state_dict``) that takes the GEMM weight gradient
+    where it was measured faster: on the CPU, in bf16, on output maps of at most
+    ``GEMM_GRAD_MAX_POSITIONS`` positions. Everywhere else it is exactly ``nn.Conv2d``."""
+
+    def _square(self) -> bool:
+        return (self.groups == 1 and self.bias is None and not isinstance(self.padding, str)
+                and self.dilation == (1, 1) and self.kernel_size[0] == self.kernel_size[1]
+                and self.stride[0] == self.stride[1] and self.padding[0] == self.padding[1]
+                and self.padding_mode == "zeros")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight
+        dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
+        k, s, p = self.kernel_size[0], self.stride[0], self.padding[0]
+        out_h, out_w = (x.shape[-2] + 2 * p - k) // s + 1, (x.shape[-1] + 2 * p - k) // s + 1
+        if (x.device.type != "cpu" or dtype != torch.bfloat16 or not torch.is_grad_enabled()
+                or out_h * out_w > GEMM_GRAD_MAX_POSITIONS or not self._square()):
+            return super().forward(x)
+        with torch.autocast("cpu", enabled=False):
+            return conv2d_gemm_weight_grad(x.to(dtype), weight.to(dtype), s, p)
+
+
+def use_gemm_weight_grad_(model: nn.Module) -> int:
+    """Turn every plain ``nn.Conv2d`` of ``model`` into a :class:`GemmGradConv2d`, in place (the
+    parameters and ``state_dict`` are unchanged); returns how many were converted."""
+    converted = 0
+    for module in model.modules():
+        if type(module) is nn.Conv2d:
+            module.__class__ = GemmGradConv2d
+            converted += 1
+    return converted
+
+
 __all__ = [
-    "BASE_CHANNELS", "ENCODERS", "TORCHVISION_RESNETS", "SmallResNet", "build_encoder", "cifar_stem_",
-    "resnet10", "torchvision_resnet",
+    "BASE_CHANNELS", "ENCODERS", "GemmGradConv2d", "TORCHVISION_RESNETS", "SmallResNet", "build_encoder",
+    "cifar_stem_", "conv2d_gemm_weight_grad", "im2col_nhwc", "resnet10", "torchvision_resnet",
+    "use_gemm_weight_grad_",
 ]

@@ -58,7 +58,7 @@ from .augment import (
     simclr_jitter,
 )
 from .data import ImageTensorDataset, data_root, load_dataset, make_synthetic
-from .encoders import build_encoder
+from .encoders import build_encoder, use_gemm_weight_grad_
 from .evaluate import extract_features, knn_accuracy, label_subset
 from .methods import build_method, encoder_kwargs
 from .optim import build_optimizer, build_scheduler, scale_lr
@@ -838,7 +838,7 @@ def forward_backward(
 
 
 def prepare_model(method: nn.Module, cfg: Config, device: torch.device, world: int) -> nn.Module:
-    """Move to the device, convert BN for multi-GPU, channels_last, DDP, optional compile."""
+    """Move to the device, convert BN for multi-GPU, GEMM weight gradients (CPU bf16), channels_last."""
     frozen = {name for name, p in method.named_parameters() if not p.requires_grad}
     if world > 1 and device.type == "cuda":
         method = nn.SyncBatchNorm.convert_sync_batchnorm(method)  # global BN (SimCLR Sec. 2.2)
@@ -848,6 +848,8 @@ def prepare_model(method: nn.Module, cfg: Config, device: torch.device, world: i
         if name in frozen:  # ones frozen (MoCo's key encoder), or DDP waits for their gradients
             p.requires_grad_(False)
     method = method.to(device)
+    if cfg.gemm_weight_grad and not cfg.compile:  # same parameters; only the backward's arithmetic differs
+        use_gemm_weight_grad_(method)
     if cfg.channels_last:
         method = method.to(memory_format=torch.channels_last)
     return method

@@ -92,6 +92,7 @@ class Config:
     precision: str = "auto"  # auto (bf16 where the hardware has it) | fp32 | bf16 | fp16
     channels_last: bool = True
     compile: bool = False
+    gemm_weight_grad: bool = True  # CPU bf16: conv weight gradients on small maps as one GEMM (encoders.GemmGradConv2d)
     num_workers: int = 4  # DataLoader workers (ImageFolder data only)
     # monitoring and checkpoints
     knn_every: int = 0  # epochs between kNN monitor evaluations (0 -> only at the end)

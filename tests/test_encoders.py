@@ -8,11 +8,16 @@ from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from contrastive_lab.encoders import (
     ENCODERS,
+    GemmGradConv2d,
     SmallResNet,
+    _ConvGemmWeightGrad,
     build_encoder,
     cifar_stem_,
+    conv2d_gemm_weight_grad,
+    im2col_nhwc,
     resnet10,
     torchvision_resnet,
+    use_gemm_weight_grad_,
 )
 
 torch.set_num_threads(2)
@@ -266,3 +271,115 @@ def test_small_resnet_rejects_non_image_input():
         enc(torch.randn(3, 32, 32))
     with pytest.raises(ValueError, match=r"got \(2, 1, 32, 32\)"):
         enc(torch.randn(2, 1, 32, 32))
+
+
+# ----------------------------------------------------------------------------------------
+# GEMM weight gradient (GemmGradConv2d): the same convolution, a different backward
+# ----------------------------------------------------------------------------------------
+
+GEMM_SHAPES = [  # (C_in, C_out, side, kernel, stride, padding): the ResNet cases and odd ones
+    (3, 5, 7, 3, 1, 1), (4, 6, 6, 3, 2, 1), (4, 6, 6, 1, 2, 0), (2, 3, 5, 3, 1, 0), (3, 4, 5, 5, 2, 2),
+]
+
+
+def _conv_loop(x: torch.Tensor, w: torch.Tensor, stride: int, padding: int) -> torch.Tensor:
+    """y[n, o, i, j] = sum_{c, a, b} w[o, c, a, b] x_pad[n, c, i*s + a, j*s + b], as loops (reference)."""
+    xp = nn.functional.pad(x, (padding,) * 4)
+    k = w.shape[-1]
+    out = (xp.shape[-1] - k) // stride + 1
+    y = torch.zeros(x.shape[0], w.shape[0], out, out, dtype=x.dtype)
+    for i in range(out):
+        for j in range(out):
+            patch = xp[:, :, i * stride:i * stride + k, j * stride:j * stride + k]
+            y[:, :, i, j] = torch.einsum("ncab,ocab->no", patch, w)
+    return y
+
+
+@pytest.mark.parametrize("c_in,c_out,side,k,stride,padding", GEMM_SHAPES)
+def test_im2col_matmul_is_the_convolution(c_in, c_out, side, k, stride, padding):
+    torch.manual_seed(0)
+    x, w = torch.randn(2, c_in, side, side, dtype=torch.float64), torch.randn(c_out, c_in, k, k, dtype=torch.float64)
+    out = (side + 2 * padding - k) // stride + 1
+    cols = im2col_nhwc(x, k, stride, padding, out, out)
+    assert cols.shape == (2, out, out, k * k * c_in)
+    y = (cols.reshape(-1, k * k * c_in) @ w.permute(0, 2, 3, 1).reshape(c_out, -1).T).view(2, out, out, c_out)
+    torch.testing.assert_close(y.permute(0, 3, 1, 2), _conv_loop(x, w, stride, padding))
+
+
+@pytest.mark.parametrize("c_in,c_out,side,k,stride,padding", GEMM_SHAPES)
+def test_gemm_weight_grad_matches_conv2d_in_float64(c_in, c_out, side, k, stride, padding):
+    torch.manual_seed(0)
+    x = torch.randn(2, c_in, side, side, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(c_out, c_in, k, k, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: conv2d_gemm_weight_grad(a, b, stride, padding), (x, w))
+    y = conv2d_gemm_weight_grad(x, w, stride, padding)
+    g = torch.randn_like(y)
+    gx, gw = torch.autograd.grad(y, (x, w), g)
+    y_ref = nn.functional.conv2d(x, w, stride=stride, padding=padding)
+    gx_ref, gw_ref = torch.autograd.grad(y_ref, (x, w), g)
+    torch.testing.assert_close(y, y_ref)
+    torch.testing.assert_close(gx, gx_ref)
+    torch.testing.assert_close(gw, gw_ref)
+
+
+def _resnet10_pair():
+    torch.manual_seed(0)
+    plain = resnet10(width=0.25).to(memory_format=torch.channels_last)
+    fast = resnet10(width=0.25)
+    fast.load_state_dict(plain.state_dict())
+    assert use_gemm_weight_grad_(fast) == sum(type(m) is nn.Conv2d for m in plain.modules())
+    return plain, fast.to(memory_format=torch.channels_last)
+
+
+def test_gemm_weight_grad_conversion_keeps_the_state_dict_and_the_function():
+    plain, fast = _resnet10_pair()
+    assert all(type(m) is not nn.Conv2d for m in fast.modules())
+    assert fast.state_dict().keys() == plain.state_dict().keys()
+    x = torch.randn(4, 3, 24, 24).contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(fast(x), plain(x))  # fp32: the plain nn.Conv2d path, bit for bit
+    assert torch.equal(fast(x), plain(x))
+
+
+def test_gemm_weight_grad_under_bf16_autocast_matches_the_plain_model(monkeypatch):
+    plain, fast = _resnet10_pair()
+    calls = []
+    original = GemmGradConv2d.forward
+
+    def counting(self, x):
+        calls.append((self.kernel_size[0], self.stride[0], x.shape[-1]))
+        return original(self, x)
+
+    monkeypatch.setattr(GemmGradConv2d, "forward", counting)
+    applied = []
+    monkeypatch.setattr(_ConvGemmWeightGrad, "apply", _record(applied, _ConvGemmWeightGrad.apply))
+    torch.manual_seed(1)
+    x = torch.randn(16, 3, 24, 24).contiguous(memory_format=torch.channels_last)
+    grads = []
+    for model in (plain, fast):
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            model(x).float().pow(2).mean().backward()
+        grads.append({n: p.grad.float() for n, p in model.named_parameters()})
+    # 24-px input: layer3 (6x6) and layer4 (3x3) convs, and their 1x1 shortcuts, have <= 64 positions
+    assert len(applied) == 6 and len(calls) == 12
+    for name, g in grads[0].items():
+        rel = (grads[1][name] - g).norm() / g.norm().clamp_min(1e-12)
+        assert rel < 0.03, (name, rel.item())  # bf16 rounding in different orders
+
+
+def _record(store: list, fn):
+    def wrapper(*args):
+        store.append(args[2:])
+        return fn(*args)
+    return wrapper
+
+
+def test_gemm_weight_grad_is_not_used_in_fp32_or_without_grad(monkeypatch):
+    _, fast = _resnet10_pair()
+    applied = []
+    monkeypatch.setattr(_ConvGemmWeightGrad, "apply", _record(applied, _ConvGemmWeightGrad.apply))
+    x = torch.randn(2, 3, 24, 24)
+    fast(x).sum().backward()  # fp32: oneDNN's own weight gradient is as fast
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        fast(x)  # inference: no gradient to compute
+    assert applied == []
