@@ -31,8 +31,7 @@ import torch
 
 from contrastive_lab import native
 from contrastive_lab.augment import BatchedViews
-from contrastive_lab.engine import ScheduleFitter, encode, load_split, resolve_lr, train, view_recipe
-from contrastive_lab.evaluate import knn_accuracy
+from contrastive_lab.engine import ScheduleFitter, knn_eval_hz, load_split, resolve_lr, train, view_recipe
 from contrastive_lab.methods import build_method
 from contrastive_lab.optim import build_optimizer, build_scheduler
 from contrastive_lab.presets import apply_overrides, get_preset
@@ -128,7 +127,8 @@ def ours_at_budget(cfg, budget: float, out_dir: Path, fit: bool) -> dict:
         run = run.replace(fit_to_budget=True, epochs=FIT_MAX_EPOCHS, max_steps=0)
     cpu0, load0 = cpu_seconds(), os.getloadavg()[0]
     result = train(run, out_dir, verbose=True)
-    return {"knn_random": result["knn_random"], "knn_final": result["knn_final"], "steps": result["step"],
+    return {"knn_random": result["knn_random"], "knn_final": result["knn_final"],
+            "knn_random_z": result.get("knn_random_z"), "knn_final_z": result.get("knn_final_z"), "steps": result["step"],
             "schedule_steps": result["schedule_steps"], "fit_to_budget": run.fit_to_budget,
             "train_seconds": result["train_seconds"], "cpu_seconds_incl_eval": round(cpu_seconds() - cpu0, 1),
             "load_before": load0, "load_after": os.getloadavg()[0]}
@@ -177,7 +177,7 @@ def lightly_at_budget(cfg, budget: float, train_ds, test_ds, workers: int, fit: 
     # refitted every epoch, as the engine does (each window holds one restart of the workers)
     fitter = ScheduleFitter(budget, total, 5, steps_per_epoch + 5, every=steps_per_epoch) if fit and budget else None
     dtype = autocast_dtype("cpu")
-    knn_random = knn(method.encoder, cfg, train_ds, test_ds)
+    knn_random = knn_eval_hz(method.encoder, method.head, train_ds, test_ds, cfg, "cpu")
     budget = budget or float("inf")
     start, step, images, cpu0, load0 = time.perf_counter(), 0, 0, cpu_seconds(), os.getloadavg()[0]
     while time.perf_counter() - start < budget and step < total:
@@ -200,16 +200,12 @@ def lightly_at_budget(cfg, budget: float, train_ds, test_ds, workers: int, fit: 
             if time.perf_counter() - start >= budget or step >= total:
                 break
     seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu0
-    return {"knn_random": knn_random, "knn_final": knn(method.encoder, cfg, train_ds, test_ds), "steps": step,
+    knn_final = knn_eval_hz(method.encoder, method.head, train_ds, test_ds, cfg, "cpu")
+    return {"knn_random": knn_random["h"], "knn_final": knn_final["h"],
+            "knn_random_z": knn_random.get("z"), "knn_final_z": knn_final.get("z"), "steps": step,
             "schedule_steps": total,
             "train_seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1), "img_per_s": round(images / seconds, 1),
             "workers": workers, "load_before": load0, "load_after": os.getloadavg()[0]}
-
-
-def knn(encoder, cfg, train_ds, test_ds) -> float:
-    f_train = encode(encoder, train_ds.images, cfg, "cpu")
-    f_test = encode(encoder, test_ds.images, cfg, "cpu")
-    return knn_accuracy(f_train, train_ds.labels, f_test, test_ds.labels, k=cfg.knn_k, temperature=cfg.knn_t)
 
 
 def main(argv=None) -> int:

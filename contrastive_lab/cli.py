@@ -97,8 +97,8 @@ def cmd_train(args) -> dict:
     return train(cfg, args.out, resume=args.resume, stop_at_step=args.stop_at_step)
 
 
-def load_encoder(checkpoint: str | Path):
-    """Rebuild the method from a checkpoint's config and return (config, encoder in eval mode)."""
+def load_method(checkpoint: str | Path):
+    """Rebuild the method from a checkpoint's config and return (config, method in eval mode)."""
     from .engine import config_from_checkpoint, load_checkpoint
     from .methods import build_method
 
@@ -106,14 +106,21 @@ def load_encoder(checkpoint: str | Path):
     cfg = config_from_checkpoint(state)
     method = build_method(cfg)
     method.load_state_dict(state["method"])
-    return cfg, method.encoder.eval()
+    return cfg, method.eval()
+
+
+def load_encoder(checkpoint: str | Path):
+    """Rebuild the method from a checkpoint's config and return (config, encoder in eval mode)."""
+    cfg, method = load_method(checkpoint)
+    return cfg, method.encoder
 
 
 def cmd_eval(args) -> dict:
-    from .engine import encode, eval_transform, load_split, resolve_device
-    from .evaluate import finetune, knn_accuracy, linear_probe
+    from .engine import encode, eval_transform, load_split, projects, resolve_device
+    from .evaluate import finetune, knn_accuracy, linear_probe, project_features
 
-    cfg, encoder = load_encoder(args.checkpoint)
+    cfg, method = load_method(args.checkpoint)
+    encoder, head = method.encoder, getattr(method, "head", None)
     device = resolve_device(cfg, 0)
     train_ds, test_ds = load_split(cfg, cfg.train_split), load_split(cfg, cfg.test_split)
     if not (hasattr(train_ds, "images") and hasattr(test_ds, "images")):
@@ -137,7 +144,12 @@ def cmd_eval(args) -> dict:
         if args.protocol == "knn":
             k = min(cfg.knn_k, len(f_train))
             top1 = knn_accuracy(f_train, train_ds.labels, f_test, test_ds.labels, k=k, temperature=cfg.knn_t)
-            result.update(k=k, temperature=cfg.knn_t, top1=top1)
+            result.update(k=k, temperature=cfg.knn_t, top1=top1, feature="h")
+            if projects(head):  # also on z = g(h), the feature Wu et al.'s and MoCo's monitors use
+                head.to(device)
+                z_train, z_test = project_features(head, f_train), project_features(head, f_test)
+                result["top1_z"] = knn_accuracy(z_train, train_ds.labels, z_test, test_ds.labels, k=k,
+                                                temperature=cfg.knn_t)
         else:
             out = linear_probe(
                 f_train, train_ds.labels, f_test, test_ds.labels, seed=cfg.seed,
@@ -145,6 +157,8 @@ def cmd_eval(args) -> dict:
             )
             result.update(top1=out["top1"], train_top1=out.get("train_top1"))
     print(f"{args.protocol} top-1 on {cfg.dataset} {cfg.test_split}: {result['top1']:.4f}")
+    if "top1_z" in result:
+        print(f"{args.protocol} top-1 on z = g(h) (the head's output): {result['top1_z']:.4f}")
     path = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent.parent / f"eval_{args.protocol}.json"
     path.write_text(json.dumps(result, indent=2))
     print(f"saved {path}")

@@ -59,7 +59,8 @@ from .augment import (
 )
 from .data import ImageTensorDataset, data_root, load_dataset, make_synthetic
 from .encoders import build_encoder, use_gemm_weight_grad_
-from .evaluate import extract_features, knn_accuracy, label_subset
+from .evaluate import extract_features, knn_accuracy, label_subset, project_features
+from .heads import IdentityHead
 from .methods import build_method, encoder_kwargs
 from .optim import build_optimizer, build_scheduler, scale_lr
 from .presets import Config, _check_view_ops, parse_milestones, validate
@@ -498,15 +499,35 @@ def encode(encoder: nn.Module, images: Tensor, cfg: Config, device) -> Tensor:
 
 def knn_eval(encoder: nn.Module, train_ds, test_ds, cfg: Config, device) -> float:
     """Weighted kNN top-1 (Wu et al. 2018; k=200, T=0.1) of the encoder's features h."""
+    return knn_eval_hz(encoder, None, train_ds, test_ds, cfg, device)["h"]
+
+
+def projects(head: nn.Module | None) -> bool:
+    """True when a method's head g maps h to a different space z (not absent, not the identity)."""
+    return head is not None and not isinstance(head, (nn.Identity, IdentityHead))
+
+
+def knn_eval_hz(encoder: nn.Module, head: nn.Module | None, train_ds, test_ds, cfg: Config,
+                device) -> dict[str, float]:
+    """Weighted kNN top-1 on h = f(x) (key ``h``) and, when there is a head, on z = g(h) (key ``z``).
+
+    The same protocol on both (Wu et al. 2018 Sec. 3.4: k=200, T=0.1, cosine). h is SimCLR's
+    representation; z is the feature Wu et al.'s and MoCo's kNN monitors evaluate, whose networks end
+    in the 128-d linear layer that our linear head is (``evaluate.project_features``).
+    """
     train_images, train_labels = train_ds.images, train_ds.labels
     if cfg.subset:
         train_images, train_labels = train_images[: cfg.subset], train_labels[: cfg.subset]
     if cfg.knn_max_train and len(train_images) > cfg.knn_max_train:
         train_images, train_labels = train_images[: cfg.knn_max_train], train_labels[: cfg.knn_max_train]
-    f_train = encode(encoder, train_images, cfg, device)
-    f_test = encode(encoder, test_ds.images, cfg, device)
-    k = min(cfg.knn_k, len(f_train))
-    return knn_accuracy(f_train, train_labels, f_test, test_ds.labels, k=k, temperature=cfg.knn_t)
+    h_train = encode(encoder, train_images, cfg, device)
+    h_test = encode(encoder, test_ds.images, cfg, device)
+    k = min(cfg.knn_k, len(h_train))
+    features = {"h": (h_train, h_test)}
+    if projects(head):
+        features["z"] = (project_features(head, h_train), project_features(head, h_test))
+    return {name: knn_accuracy(f_train, train_labels, f_test, test_ds.labels, k=k, temperature=cfg.knn_t)
+            for name, (f_train, f_test) in features.items()}
 
 
 # ----------------------------------------------------------------------------------------
@@ -652,7 +673,7 @@ def classifier_top1(method: Classifier, test_ds, cfg: Config, device, rank: int,
 # Logging
 # ----------------------------------------------------------------------------------------
 
-METRIC_FIELDS = ["step", "epoch", "time_s", "lr", "loss", "images_per_s", "gpu_mem_gb", "knn_top1"]
+METRIC_FIELDS = ["step", "epoch", "time_s", "lr", "loss", "images_per_s", "gpu_mem_gb", "knn_top1", "knn_top1_z"]
 
 
 class MetricsLog:
@@ -1002,18 +1023,28 @@ def train(
                 ckpt_path,
             )
 
-    def evaluate_knn(tag: str) -> float | None:
+    def evaluate_knn(tag: str) -> dict[str, float]:
+        """{"knn_top1": on h, "knn_top1_z": on z when the method has a head}; {} without test images."""
         if test_ds is None or not hasattr(test_ds, "images"):
-            return None
-        acc = knn_eval(method.encoder, train_ds, test_ds, cfg, device) if is_main else 0.0
-        say(f"kNN top-1 ({tag}, k={cfg.knn_k}, T={cfg.knn_t}, {data_name} {cfg.test_split}): {acc:.4f}")
-        return acc
+            return {}
+        head = getattr(method, "head", None)
+        accs = knn_eval_hz(method.encoder, head, train_ds, test_ds, cfg, device) if is_main else {
+            "h": 0.0, **({"z": 0.0} if projects(head) else {})}
+        say(f"kNN top-1 ({tag}, k={cfg.knn_k}, T={cfg.knn_t}, {data_name} {cfg.test_split}): {accs['h']:.4f}"
+            + (f"  (on z = g(h): {accs['z']:.4f})" if "z" in accs else ""))
+        return {"knn_top1": accs["h"], **({"knn_top1_z": accs["z"]} if "z" in accs else {})}
+
+    def record_knn(key: str, accs: dict[str, float]) -> None:
+        """results[key] (h) and results[key + "_z"] (z), and one row of metrics.csv."""
+        results[key] = accs.get("knn_top1")
+        if "knn_top1_z" in accs:
+            results[key + "_z"] = accs["knn_top1_z"]
+        if log and accs:
+            log.write({"step": step, "epoch": step / steps_per_epoch, **accs})
 
     results: dict[str, Any] = {"out_dir": str(out), "lr": lr, "steps_per_epoch": steps_per_epoch}
     if step == 0:
-        results["knn_random"] = evaluate_knn("random init")
-        if log:
-            log.write({"step": 0, "epoch": 0, "knn_top1": results["knn_random"]})
+        record_knn("knn_random", evaluate_knn("random init"))
     say(
         f"training {cfg.method} on {data_name} ({len(batches) * cfg.batch_size} images per epoch) for "
         f"{total_steps} steps, "
@@ -1121,10 +1152,10 @@ def train(
                 break
             if cfg.knn_every and (epoch + 1) % cfg.knn_every == 0 and step < total_steps:
                 t_eval = time.perf_counter()
-                acc = evaluate_knn(f"epoch {epoch + 1}")
+                accs = evaluate_knn(f"epoch {epoch + 1}")
                 timed += time.perf_counter() - t_eval
-                if log:
-                    log.write({"step": step, "epoch": step / steps_per_epoch, "knn_top1": acc})
+                if log and accs:
+                    log.write({"step": step, "epoch": step / steps_per_epoch, **accs})
                 model.train()
 
     checkpoint()
@@ -1134,9 +1165,7 @@ def train(
         say(f"stopped by Ctrl-C at step {step}; resume with --resume (checkpoint {ckpt_path})")
         dist_utils.cleanup_distributed()
         return results
-    results["knn_final"] = evaluate_knn("trained")
-    if log:
-        log.write({"step": step, "epoch": step / steps_per_epoch, "knn_top1": results["knn_final"]})
+    record_knn("knn_final", evaluate_knn("trained"))
     if supervised and test_ds is not None:
         results["top1"] = classifier_top1(method, test_ds, cfg, device, rank, world)
         say(f"{cfg.method} top-1 on {data_name} {cfg.test_split}: {results['top1']:.4f}")

@@ -37,6 +37,7 @@ __all__ = [
     "knn_predict_reference",
     "label_subset",
     "linear_probe",
+    "project_features",
 ]
 
 Transform = Callable[[Tensor], Tensor]
@@ -172,6 +173,33 @@ def extract_features(
             m.train(mode)
     features = torch.cat(chunks)
     return F.normalize(features, dim=1) if normalize else features
+
+
+def project_features(head: nn.Module, features: Tensor, batch_size: int = 1024) -> Tensor:
+    """z = g(h): run a projection head over precomputed encoder features h; float32 ``(N, D_z)``.
+
+    kNN on z is what the monitors the textbook follows evaluate: in Wu et al. 2018 (Sec. 3.1, 3.4)
+    and MoCo's CIFAR-10 demo the "network output" is the 128-d output of a final linear layer,
+    which is our linear head g. SimCLR (Sec. 4.2) finds h better than z for *linear* evaluation;
+    for the cosine kNN, z lives in the space the contrastive loss shaped. Runs on the head's device
+    in eval mode (its BatchNorm layers, if any, use their running statistics); every submodule's
+    train/eval flag is restored afterwards.
+    """
+    if not isinstance(head, nn.Module):
+        raise TypeError(f"head must be an nn.Module, got {type(head).__name__}.")
+    features = _as_features(features, "features")
+    _check_positive_int(batch_size, "batch_size")
+    params = list(head.parameters())
+    device = params[0].device if params else features.device
+    modes = [(m, m.training) for m in head.modules()]
+    head.eval()
+    try:
+        with torch.no_grad():
+            chunks = [head(h.to(device, torch.float32)).float().cpu() for h in features.split(batch_size)]
+    finally:
+        for m, mode in modes:
+            m.train(mode)
+    return torch.cat(chunks)
 
 
 # ----------------------------------------------------------------------------------------

@@ -110,8 +110,13 @@ def run_figures(out: Path, encoder, train_ds, test_ds, device, cfg) -> list[Path
     if loss:
         save(curve(*zip(*loss), "step", "training loss", f"{cfg.method} loss"), "loss.png")
     knn = [(r["epoch"], r["knn_top1"]) for r in rows if "knn_top1" in r]
+    knn_z = [(r["epoch"], r["knn_top1_z"]) for r in rows if "knn_top1_z" in r]
     if knn:
-        save(curve(*zip(*knn), "epoch", "kNN top-1", f"kNN monitor ({cfg.dataset} {cfg.test_split})"), "knn.png")
+        title = f"kNN monitor ({cfg.dataset} {cfg.test_split})"
+        fig = curve(*zip(*knn), "epoch", "kNN top-1", title, label="h = f(x)" if knn_z else None)
+        if knn_z:
+            curve(*zip(*knn_z), "epoch", "kNN top-1", title, label="z = g(h)", ax=fig.axes[0])
+        save(fig, "knn.png")
     if test_ds is not None and hasattr(test_ds, "images"):
         n = min(len(test_ds), 2000)
         test_images, test_labels = test_ds.images[:n], test_ds.labels[:n]

@@ -77,6 +77,10 @@ def test_eval_protocols_print_and_save(run, protocol, tmp_path, capsys):
     assert f"{protocol} top-1" in capsys.readouterr().out
     result = json.loads(out.read_text())
     assert result["protocol"] == protocol and 0.0 <= result["top1"] <= 1.0
+    if protocol == "knn":  # also on the linear head's z, as the run's own monitor reported it
+        final = json.loads((run / "results.json").read_text())
+        assert result["top1"] == pytest.approx(final["knn_final"])
+        assert result["top1_z"] == pytest.approx(final["knn_final_z"])
 
 
 def test_embed_writes_float32_features_and_labels(run, tmp_path):

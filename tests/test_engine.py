@@ -84,6 +84,8 @@ def test_run_folder_layout_and_metrics(tmp_path):
     rows = list(csv.DictReader(open(run / "metrics.csv")))
     knn = [float(r["knn_top1"]) for r in rows if r["knn_top1"]]
     assert len(knn) == 2 and knn[0] == result["knn_random"] and knn[-1] == result["knn_final"]
+    knn_z = [float(r["knn_top1_z"]) for r in rows if r["knn_top1_z"]]  # the linear head's z
+    assert len(knn_z) == 2 and knn_z[0] == result["knn_random_z"] and knn_z[-1] == result["knn_final_z"]
     losses = [float(r["loss"]) for r in rows if r["loss"]]
     assert losses and all(value > 0 for value in losses)
 
@@ -409,3 +411,47 @@ def test_fit_to_budget_refits_when_the_machine_slows(tmp_path, monkeypatch):
     assert slowed["step"] >= 0.95 * slowed["schedule_steps"]
     state = load_checkpoint(tmp_path / "slowed/checkpoints/last.pt")
     assert state["scheduler"]["_last_lr"][0] < 0.01 * slowed["lr"]  # the decay is (almost) complete
+
+
+def test_knn_on_z_is_the_knn_of_the_head_outputs(tmp_path):
+    """knn_eval_hz's z accuracy, recomputed by hand: the head applied to h, then the same kNN."""
+    from contrastive_lab.engine import encode, knn_eval_hz, load_split
+    from contrastive_lab.evaluate import knn_accuracy
+    from contrastive_lab.methods import build_method
+
+    cfg = tiny_config()
+    torch.manual_seed(3)
+    method = build_method(cfg)
+    train_ds, test_ds = load_split(cfg, "train"), load_split(cfg, "test")
+    accs = knn_eval_hz(method.encoder, method.head, train_ds, test_ds, cfg, torch.device("cpu"))
+    h_train, h_test = encode(method.encoder, train_ds.images, cfg, "cpu"), encode(method.encoder, test_ds.images, cfg, "cpu")
+    w, b = method.head.linear.weight.detach(), method.head.linear.bias.detach()
+    z_acc = knn_accuracy(h_train @ w.T + b, train_ds.labels, h_test @ w.T + b, test_ds.labels, k=10, temperature=0.1)
+    h_acc = knn_accuracy(h_train, train_ds.labels, h_test, test_ds.labels, k=10, temperature=0.1)
+    assert accs == pytest.approx({"h": h_acc, "z": z_acc})
+    from contrastive_lab.heads import IdentityHead
+
+    for no_projection in (None, torch.nn.Identity(), IdentityHead(method.encoder.feature_dim)):
+        assert set(knn_eval_hz(method.encoder, no_projection, train_ds, test_ds, cfg, "cpu")) == {"h"}
+
+
+def test_resume_is_exact_with_bf16_and_the_gemm_weight_gradient(tmp_path):
+    """bf16 autocast on the CPU takes the GEMM weight gradient on small maps; resuming stays exact."""
+    cfg = tiny_config(epochs=1, precision="bf16")
+    straight = train(cfg, tmp_path / "a", verbose=False)
+    train(cfg, tmp_path / "b", verbose=False, stop_at_step=1)
+    train(cfg, tmp_path / "b", resume=True, verbose=False)
+    a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
+    assert straight["step"] == 3
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("flag", [True, False])
+def test_prepare_model_converts_convolutions_only_when_asked(flag):
+    from contrastive_lab.encoders import GemmGradConv2d
+    from contrastive_lab.methods import build_method
+
+    cfg = tiny_config(gemm_weight_grad=flag)
+    model = engine.prepare_model(build_method(cfg), cfg, torch.device("cpu"), world=1)
+    kinds = {type(m) for m in model.modules() if isinstance(m, torch.nn.Conv2d)}
+    assert kinds == ({GemmGradConv2d} if flag else {torch.nn.Conv2d})

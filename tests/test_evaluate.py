@@ -21,6 +21,7 @@ from contrastive_lab.evaluate import (
     knn_predict_reference,
     label_subset,
     linear_probe,
+    project_features,
 )
 
 
@@ -398,3 +399,35 @@ def test_cuda_paths():
     out = finetune(cpu_enc, x, y, x, y, fraction=0.5, epochs=2, batch_size=5, device="cuda")
     assert next(cpu_enc.parameters()).device.type == "cpu"  # only the copy moved
     assert next(out["model"].parameters()).device.type == "cuda"
+
+
+# ----------------------------------------------------------------------------------------
+# project_features: z = g(h) for the kNN on the head's output
+# ----------------------------------------------------------------------------------------
+
+
+def test_project_features_is_the_head_in_eval_mode_and_restores_train_mode():
+    torch.manual_seed(0)
+    head = nn.Sequential(nn.Linear(6, 5), nn.BatchNorm1d(5), nn.ReLU(), nn.Linear(5, 3))
+    head.train()
+    with torch.no_grad():
+        head(torch.randn(32, 6) * 3 + 1)  # running statistics that differ from the batch's own
+    h = torch.randn(10, 6, dtype=torch.float64)
+    z = project_features(head, h, batch_size=3)  # chunks of 3, 3, 3, 1
+    assert z.dtype == torch.float32 and z.shape == (10, 3)
+    assert all(m.training for m in head.modules())
+    w1, b1 = head[0].weight.detach(), head[0].bias.detach()
+    bn = head[1]
+    x = (h.float() @ w1.T + b1 - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight.detach() \
+        + bn.bias.detach()
+    expected = x.clamp_min(0) @ head[3].weight.detach().T + head[3].bias.detach()
+    torch.testing.assert_close(z, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_project_features_rejects_bad_input():
+    with pytest.raises(TypeError, match="head must be an nn.Module"):
+        project_features(lambda h: h, torch.randn(2, 3))
+    with pytest.raises(ValueError, match="non-empty float"):
+        project_features(nn.Identity(), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        project_features(nn.Identity(), torch.tensor([[float("nan"), 1.0]]))
