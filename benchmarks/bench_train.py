@@ -5,8 +5,8 @@ Measures, in one run, on cifar10-mini (or whatever CONTRASTIVE_LAB_DATA points a
 1. throughput of the demo training step (batched views on the device + model) against the
    model-only bound (the same step on pre-made views: no augmentation at all);
 2. fp32 vs bf16-autocast throughput of the model step;
-3. quality at a fixed budget: kNN top-1 (k=200, T=0.1) on the test split after BUDGET seconds
-   of training with the `simclr-cifar10-cpu` preset;
+3. quality at a fixed budget: kNN top-1 (k=200, T=0.1) on the test split, on h and on z = g(h),
+   after BUDGET seconds of training with the `simclr-cifar10-cpu` preset;
 4. the same budget with lightly's SimCLR pipeline (per-image SimCLRTransform views in a
    DataLoader, lightly's NTXentLoss) on the same encoder, head, optimiser and precision.
    Needs `lightly` (installed only in the benchmark environment: `make bench-env`).
@@ -31,7 +31,15 @@ import torch
 
 from contrastive_lab import native
 from contrastive_lab.augment import BatchedViews
-from contrastive_lab.engine import ScheduleFitter, knn_eval_hz, load_split, resolve_lr, train, view_recipe
+from contrastive_lab.engine import (
+    ScheduleFitter,
+    knn_eval_hz,
+    load_split,
+    prepare_model,
+    resolve_lr,
+    train,
+    view_recipe,
+)
 from contrastive_lab.methods import build_method
 from contrastive_lab.optim import build_optimizer, build_scheduler
 from contrastive_lab.presets import apply_overrides, get_preset
@@ -88,11 +96,10 @@ def measure_steps(cfg, dtype, views: BatchedViews, batch: torch.Tensor, gen, n: 
     last two also with the PyTorch view pipeline (native=False), for comparison in the same run."""
     fixed = [views(batch, generator=gen).contiguous(memory_format=torch.channels_last) for _ in range(2)]
     torch_views = BatchedViews(views.recipe, native=False)
-    torch.manual_seed(0)
-    method = build_method(cfg).to(memory_format=torch.channels_last)
-    opt = build_optimizer(cfg.optimizer, method, lr=0.01, weight_decay=cfg.weight_decay, momentum=0.9)
+    method, opt = model_and_optimizer(cfg)  # as the engine builds it (GEMM weight gradients if configured)
+    plain, plain_opt = model_and_optimizer(cfg.replace(gemm_weight_grad=False))  # oneDNN's own conv backward
 
-    def model_step(v1=fixed[0], v2=fixed[1]):
+    def model_step(v1=fixed[0], v2=fixed[1], method=method, opt=opt):
         with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
             loss, _ = method(v1, v2)
         opt.zero_grad(set_to_none=True)
@@ -106,12 +113,15 @@ def measure_steps(cfg, dtype, views: BatchedViews, batch: torch.Tensor, gen, n: 
 
     # Interleaved (bound, full, views, ...) so that a change in the machine's speed during the
     # measurement (other jobs, frequency scaling) hits all of them alike.
-    bound, full, views_only, full_torch, views_torch = interleaved_medians(
+    bound, full, views_only, full_torch, views_torch, bound_plain = interleaved_medians(
         [model_step, full_step, lambda: (views(batch, generator=gen), views(batch, generator=gen)),
-         lambda: full_step(torch_views), lambda: (torch_views(batch, generator=gen), torch_views(batch, generator=gen))],
+         lambda: full_step(torch_views), lambda: (torch_views(batch, generator=gen), torch_views(batch, generator=gen)),
+         lambda: model_step(method=plain, opt=plain_opt)],
         n)
     return {
+        "gemm_weight_grad": cfg.gemm_weight_grad,
         "bound_img_per_s": round(len(batch) / bound, 1),
+        "bound_plain_conv_img_per_s": round(len(batch) / bound_plain, 1),
         "full_img_per_s": round(len(batch) / full, 1),
         "full_over_bound": round(bound / full, 4),
         "views_ms_per_step": round(1000 * views_only, 1),
@@ -119,6 +129,13 @@ def measure_steps(cfg, dtype, views: BatchedViews, batch: torch.Tensor, gen, n: 
                            "full_over_bound": round(bound / full_torch, 4),
                            "views_ms_per_step": round(1000 * views_torch, 1)},
     }
+
+
+def model_and_optimizer(cfg):
+    """The method as the engine trains it on one CPU process (engine.prepare_model), and its optimiser."""
+    torch.manual_seed(0)
+    method = prepare_model(build_method(cfg), cfg, torch.device("cpu"), world=1)
+    return method, build_optimizer(cfg.optimizer, method, lr=0.01, weight_decay=cfg.weight_decay, momentum=0.9)
 
 
 def ours_at_budget(cfg, budget: float, out_dir: Path, fit: bool) -> dict:
@@ -166,7 +183,7 @@ def lightly_at_budget(cfg, budget: float, train_ds, test_ds, workers: int, fit: 
         Pairs(), batch_size=cfg.batch_size, shuffle=True, drop_last=True, num_workers=workers,
     )
     torch.manual_seed(cfg.seed)
-    method = build_method(cfg).to(memory_format=torch.channels_last)
+    method = prepare_model(build_method(cfg), cfg, torch.device("cpu"), world=1)  # the same encoder code as ours
     criterion = NTXentLoss(temperature=cfg.temperature)
     lr = resolve_lr(cfg)
     opt = build_optimizer(cfg.optimizer, method, lr=lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum)
