@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from contrastive_lab.encoders import GEMM_GRAD_MAX_POSITIONS, im2col_nhwc
+from contrastive_lab.encoders import GEMM_GRAD_MAX_POSITIONS, gemm_weight_grad
 from contrastive_lab.methods import build_method
 from contrastive_lab.presets import apply_overrides, get_preset
 
@@ -44,12 +44,6 @@ def conv_inputs(encoder: nn.Module, x: torch.Tensor) -> list[tuple[str, nn.Conv2
     for h in hooks:
         h.remove()
     return seen
-
-
-def gemm_weight_grad(g: torch.Tensor, x: torch.Tensor, k: int, s: int, p: int) -> torch.Tensor:
-    n, c_out, out_h, out_w = g.shape
-    cols = im2col_nhwc(x, k, s, p, out_h, out_w).reshape(n * out_h * out_w, -1)
-    return (g.permute(0, 2, 3, 1).reshape(-1, c_out).t() @ cols).view(c_out, k, k, x.shape[1]).permute(0, 3, 1, 2)
 
 
 def time_layer(conv: nn.Conv2d, x: torch.Tensor, dtype: torch.dtype, repeats: int) -> dict:

@@ -116,8 +116,8 @@ def load_encoder(checkpoint: str | Path):
 
 
 def cmd_eval(args) -> dict:
-    from .engine import encode, eval_transform, load_split, projects, resolve_device
-    from .evaluate import finetune, knn_accuracy, linear_probe, project_features
+    from .engine import encode, eval_transform, knn_h_and_z, load_split, resolve_device
+    from .evaluate import finetune, linear_probe
 
     cfg, method = load_method(args.checkpoint)
     encoder, head = method.encoder, getattr(method, "head", None)
@@ -142,14 +142,11 @@ def cmd_eval(args) -> dict:
         f_train = encode(encoder.to(device), train_ds.images, cfg, device)
         f_test = encode(encoder, test_ds.images, cfg, device)
         if args.protocol == "knn":
-            k = min(cfg.knn_k, len(f_train))
-            top1 = knn_accuracy(f_train, train_ds.labels, f_test, test_ds.labels, k=k, temperature=cfg.knn_t)
-            result.update(k=k, temperature=cfg.knn_t, top1=top1, feature="h")
-            if projects(head):  # also on z = g(h), the feature Wu et al.'s and MoCo's monitors use
-                head.to(device)
-                z_train, z_test = project_features(head, f_train), project_features(head, f_test)
-                result["top1_z"] = knn_accuracy(z_train, train_ds.labels, z_test, test_ds.labels, k=k,
-                                                temperature=cfg.knn_t)
+            # on h and, with a head, also on z = g(h), the feature Wu et al.'s and MoCo's monitors use
+            accs = knn_h_and_z(f_train, train_ds.labels, f_test, test_ds.labels, head, cfg)
+            result.update(k=min(cfg.knn_k, len(f_train)), temperature=cfg.knn_t, top1=accs["h"], feature="h")
+            if "z" in accs:
+                result["top1_z"] = accs["z"]
         else:
             out = linear_probe(
                 f_train, train_ds.labels, f_test, test_ds.labels, seed=cfg.seed,

@@ -255,13 +255,19 @@ class _ConvGemmWeightGrad(torch.autograd.Function):
         if ctx.needs_input_grad[0]:  # dL/dx: oneDNN's kernel (fast on these shapes)
             grad_x = torch.ops.aten.convolution_backward(
                 grad_out, x, weight, None, [s, s], [p, p], [1, 1], False, [0, 0], 1, [True, False, False])[0]
-        grad_w = None
-        if ctx.needs_input_grad[1]:
-            n, c_out, out_h, out_w = grad_out.shape
-            cols = im2col_nhwc(x, k, s, p, out_h, out_w).reshape(n * out_h * out_w, -1)
-            g = grad_out.permute(0, 2, 3, 1).reshape(n * out_h * out_w, c_out)
-            grad_w = (g.t() @ cols).view(c_out, k, k, x.shape[1]).permute(0, 3, 1, 2)  # channels_last layout
+        grad_w = gemm_weight_grad(grad_out, x, k, s, p) if ctx.needs_input_grad[1] else None
         return grad_x, grad_w, None, None
+
+
+def gemm_weight_grad(grad_out: torch.Tensor, x: torch.Tensor, kernel: int, stride: int, padding: int) -> torch.Tensor:
+    """dL/dW = G^T im2col(x) of a convolution (groups=1, dilation=1), shaped (C_out, C_in, k, k).
+
+    ``grad_out`` is G, the (N, C_out, H_out, W_out) gradient of the output. The result is a view in
+    channels_last layout (the layout of the GEMM's rows)."""
+    n, c_out, out_h, out_w = grad_out.shape
+    cols = im2col_nhwc(x, kernel, stride, padding, out_h, out_w).reshape(n * out_h * out_w, -1)
+    g = grad_out.permute(0, 2, 3, 1).reshape(n * out_h * out_w, c_out)
+    return (g.t() @ cols).view(c_out, kernel, kernel, x.shape[1]).permute(0, 3, 1, 2)
 
 
 def conv2d_gemm_weight_grad(x: torch.Tensor, weight: torch.Tensor, stride: int = 1, padding: int = 0) -> torch.Tensor:
@@ -309,6 +315,6 @@ def use_gemm_weight_grad_(model: nn.Module) -> int:
 
 __all__ = [
     "BASE_CHANNELS", "ENCODERS", "GemmGradConv2d", "TORCHVISION_RESNETS", "SmallResNet", "build_encoder",
-    "cifar_stem_", "conv2d_gemm_weight_grad", "im2col_nhwc", "resnet10", "torchvision_resnet",
+    "cifar_stem_", "conv2d_gemm_weight_grad", "gemm_weight_grad", "im2col_nhwc", "resnet10", "torchvision_resnet",
     "use_gemm_weight_grad_",
 ]

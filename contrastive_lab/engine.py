@@ -522,11 +522,18 @@ def knn_eval_hz(encoder: nn.Module, head: nn.Module | None, train_ds, test_ds, c
         train_images, train_labels = train_images[: cfg.knn_max_train], train_labels[: cfg.knn_max_train]
     h_train = encode(encoder, train_images, cfg, device)
     h_test = encode(encoder, test_ds.images, cfg, device)
+    return knn_h_and_z(h_train, train_labels, h_test, test_ds.labels, head, cfg)
+
+
+def knn_h_and_z(h_train: Tensor, train_labels: Tensor, h_test: Tensor, test_labels: Tensor,
+                head: nn.Module | None, cfg: Config) -> dict[str, float]:
+    """The kNN of :func:`knn_eval_hz` on precomputed features h: {"h": ..., "z": ... if ``projects(head)``};
+    k = min(``cfg.knn_k``, training images), T = ``cfg.knn_t``."""
     k = min(cfg.knn_k, len(h_train))
     features = {"h": (h_train, h_test)}
     if projects(head):
         features["z"] = (project_features(head, h_train), project_features(head, h_test))
-    return {name: knn_accuracy(f_train, train_labels, f_test, test_ds.labels, k=k, temperature=cfg.knn_t)
+    return {name: knn_accuracy(f_train, train_labels, f_test, test_labels, k=k, temperature=cfg.knn_t)
             for name, (f_train, f_test) in features.items()}
 
 
@@ -1024,7 +1031,8 @@ def train(
             )
 
     def evaluate_knn(tag: str) -> dict[str, float]:
-        """{"knn_top1": on h, "knn_top1_z": on z when the method has a head}; {} without test images."""
+        """{"knn_top1": on h, "knn_top1_z": on z when the method has a head}, printed and written as a
+        row of metrics.csv; {} without test images."""
         if test_ds is None or not hasattr(test_ds, "images"):
             return {}
         head = getattr(method, "head", None)
@@ -1032,15 +1040,16 @@ def train(
             "h": 0.0, **({"z": 0.0} if projects(head) else {})}
         say(f"kNN top-1 ({tag}, k={cfg.knn_k}, T={cfg.knn_t}, {data_name} {cfg.test_split}): {accs['h']:.4f}"
             + (f"  (on z = g(h): {accs['z']:.4f})" if "z" in accs else ""))
-        return {"knn_top1": accs["h"], **({"knn_top1_z": accs["z"]} if "z" in accs else {})}
+        row = {"knn_top1": accs["h"], **({"knn_top1_z": accs["z"]} if "z" in accs else {})}
+        if log:
+            log.write({"step": step, "epoch": step / steps_per_epoch, **row})
+        return row
 
     def record_knn(key: str, accs: dict[str, float]) -> None:
-        """results[key] (h) and results[key + "_z"] (z), and one row of metrics.csv."""
+        """results[key] (h) and results[key + "_z"] (z)."""
         results[key] = accs.get("knn_top1")
         if "knn_top1_z" in accs:
             results[key + "_z"] = accs["knn_top1_z"]
-        if log and accs:
-            log.write({"step": step, "epoch": step / steps_per_epoch, **accs})
 
     results: dict[str, Any] = {"out_dir": str(out), "lr": lr, "steps_per_epoch": steps_per_epoch}
     if step == 0:
@@ -1152,10 +1161,8 @@ def train(
                 break
             if cfg.knn_every and (epoch + 1) % cfg.knn_every == 0 and step < total_steps:
                 t_eval = time.perf_counter()
-                accs = evaluate_knn(f"epoch {epoch + 1}")
+                evaluate_knn(f"epoch {epoch + 1}")
                 timed += time.perf_counter() - t_eval
-                if log and accs:
-                    log.write({"step": step, "epoch": step / steps_per_epoch, **accs})
                 model.train()
 
     checkpoint()
