@@ -492,8 +492,10 @@ def eval_transform(cfg: Config):
 
 def encode(encoder: nn.Module, images: Tensor, cfg: Config, device) -> Tensor:
     """Features h of uint8 images, preprocessed like the training views, in the run's precision."""
+    transform, dtype = eval_transform(cfg), model_dtype(cfg)
     return extract_features(
-        encoder, images, device=device, transform=eval_transform(cfg), autocast=cfg.precision != "fp32"
+        encoder, images, device=device, transform=lambda x: transform(x).to(dtype),
+        autocast=cfg.precision not in ("fp32", "fp64"),
     )
 
 
@@ -582,7 +584,7 @@ class Classifier(nn.Module):
                 h = self.encoder(x)
         else:
             h = self.encoder(x)
-        return self.fc(h.float())
+        return self.fc(h.to(self.fc.weight.dtype))  # bf16 under autocast -> float32 (float64 under fp64)
 
     def forward(self, view1: Tensor, view2: Tensor | None = None, labels: Tensor | None = None):
         if labels is None:
@@ -668,7 +670,7 @@ def classifier_top1(method: Classifier, test_ds, cfg: Config, device, rank: int,
     counts = torch.zeros(2, dtype=torch.float64, device=device)
     for x, y in batches:
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            logits = method.logits(x.to(device, non_blocking=True))
+            logits = method.logits(x.to(device, model_dtype(cfg), non_blocking=True))
         counts[0] += (logits.argmax(1).cpu() == y).sum().item()
         counts[1] += len(y)
     if dist_utils.is_distributed():
@@ -733,7 +735,13 @@ def resolve_precision(cfg: Config, device: torch.device) -> torch.dtype | None:
         return autocast_dtype(device)
     if cfg.precision == "fp16" and device.type == "cpu":
         raise ValueError("precision=fp16 is for GPUs; on the CPU use bf16 (if supported) or fp32")
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
+    return {"fp32": None, "fp64": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
+
+
+def model_dtype(cfg: Config) -> torch.dtype:
+    """The dtype of the weights, buffers and views: float64 for ``precision=fp64``, else float32
+    (bf16/fp16 run under autocast on float32 weights)."""
+    return torch.float64 if cfg.precision == "fp64" else torch.float32
 
 
 def resolve_lr(cfg: Config) -> float:
@@ -849,7 +857,7 @@ def forward_backward(
     Returns the mean micro-batch loss (detached) and the mean of each log.
     """
     no_sync = getattr(model, "no_sync", None)
-    total, logs_sum = torch.zeros(()), {}
+    total, logs_sum = torch.zeros((), dtype=torch.float64), {}
     parts = list(zip(view1.chunk(accum_steps), view2.chunk(accum_steps), target.chunk(accum_steps)))
     for a, (x1, x2, t) in enumerate(parts):
         last = a == len(parts) - 1
@@ -858,9 +866,9 @@ def forward_backward(
                 loss, logs = model(x1, x2, t)
             check_loss(loss)
             (loss if accum_steps == 1 else loss / accum_steps).backward()
-        total = total + loss.detach().float().cpu()
+        total = total + loss.detach().double().cpu()  # float64 sums: logs averaged over ranks stay exact
         for k, v in logs.items():
-            logs_sum[k] = logs_sum.get(k, 0.0) + torch.as_tensor(v).detach().float()
+            logs_sum[k] = logs_sum.get(k, 0.0) + torch.as_tensor(v).detach().double()
     n = len(parts)
     return total / n, {k: v / n for k, v in logs_sum.items()}
 
@@ -875,7 +883,7 @@ def prepare_model(method: nn.Module, cfg: Config, device: torch.device, world: i
     for name, p in method.named_parameters():  # the conversion builds new BN parameters: keep frozen
         if name in frozen:  # ones frozen (MoCo's key encoder), or DDP waits for their gradients
             p.requires_grad_(False)
-    method = method.to(device)
+    method = method.to(device, model_dtype(cfg))
     if cfg.gemm_weight_grad and not cfg.compile:  # same parameters; only the backward's arithmetic differs
         use_gemm_weight_grad_(method)
     if cfg.channels_last:
@@ -1100,7 +1108,8 @@ def train(
             epoch_loss, epoch_n, t0 = 0.0, 0, time.perf_counter()
             bar = progress(batches.epoch(epoch, start), steps_per_epoch - start, f"epoch {epoch + 1}", is_main)
             for view1, view2, labels, index in bar:
-                view1, view2 = view1.to(device, non_blocking=True), view2.to(device, non_blocking=True)
+                dtype = model_dtype(cfg)
+                view1, view2 = view1.to(device, dtype, non_blocking=True), view2.to(device, dtype, non_blocking=True)
                 if cfg.channels_last:
                     view1 = view1.contiguous(memory_format=torch.channels_last)
                     view2 = view2.contiguous(memory_format=torch.channels_last)

@@ -191,11 +191,12 @@ def project_features(head: nn.Module, features: Tensor, batch_size: int = 1024) 
     _check_positive_int(batch_size, "batch_size")
     params = list(head.parameters())
     device = params[0].device if params else features.device
+    dtype = params[0].dtype if params else torch.float32  # float64 heads (precision=fp64) get float64 input
     modes = [(m, m.training) for m in head.modules()]
     head.eval()
     try:
         with torch.no_grad():
-            chunks = [head(h.to(device, torch.float32)).float().cpu() for h in features.split(batch_size)]
+            chunks = [head(h.to(device, dtype)).float().cpu() for h in features.split(batch_size)]
     finally:
         for m, mode in modes:
             m.train(mode)

@@ -145,7 +145,7 @@ class MemoryBank(nn.Module):
             index, features = all_gather_no_grad(index), all_gather_no_grad(features)
         if index.unique().numel() != index.numel():
             raise ValueError("index holds duplicates; each image may be written once per memory-bank update")
-        f = F.normalize(features.detach().float(), dim=1)
+        f = F.normalize(features.detach().to(self.bank.dtype), dim=1)
         v = self.bank[index] * self.momentum + f * (1.0 - self.momentum)
         self.bank.index_copy_(0, index, F.normalize(v, dim=1))
 

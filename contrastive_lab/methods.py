@@ -52,7 +52,7 @@ class SimCLR(nn.Module):
     def forward(self, view1: Tensor, view2: Tensor, index: Tensor | None = None) -> tuple[Tensor, dict]:
         h = self.encoder(torch.cat([view1, view2]))  # representation h = f(x), (2N, feature_dim)
         z = self.head(h)  # projection z = g(h), (2N, proj_dim)
-        z1, z2 = z.float().chunk(2)
+        z1, z2 = _upcast(z).chunk(2)
         loss = nt_xent(z1, z2, temperature=self.temperature, gather=self.gather)
         with torch.no_grad():
             pos = nn.functional.cosine_similarity(z1, z2).mean()
@@ -79,9 +79,14 @@ def encoder_kwargs(cfg: Config) -> dict:
 # ----------------------------------------------------------------------------------------
 
 
+def _upcast(x: Tensor) -> Tensor:
+    """bf16/fp16 embeddings (autocast) -> float32; float32 and float64 (precision=fp64) stay as they are."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
 def _unit(x: Tensor) -> Tensor:
-    """Row-wise L2 normalisation in float32 (embeddings may arrive in bf16 under autocast)."""
-    return nn.functional.normalize(x.float(), dim=1)
+    """Row-wise L2 normalisation in float32, or float64 under precision=fp64 (see :func:`_upcast`)."""
+    return nn.functional.normalize(_upcast(x), dim=1)
 
 
 class MoCo(nn.Module):

@@ -89,7 +89,7 @@ class Config:
     # execution
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
-    precision: str = "auto"  # auto (bf16 where the hardware has it) | fp32 | bf16 | fp16
+    precision: str = "auto"  # auto (bf16 where the hardware has it) | fp32 | bf16 | fp16 | fp64 (numerical checks)
     channels_last: bool = True
     compile: bool = False
     gemm_weight_grad: bool = True  # CPU bf16: conv weight gradients on small maps as one GEMM (encoders.GemmGradConv2d)
@@ -131,8 +131,8 @@ def validate(cfg: Config) -> Config:
                          f"got {cfg.color_strength}")
     if not 0 <= cfg.crop_min_scale <= 1:
         raise ValueError(f"crop_min_scale must be in [0, 1] (0 = the recipe's own), got {cfg.crop_min_scale}")
-    if cfg.precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise ValueError(f"precision must be one of auto, fp32, bf16, fp16; got {cfg.precision!r}")
+    if cfg.precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {cfg.precision!r}")
     if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):
         raise ValueError(f"device must be auto, cpu or cuda[:N]; got {cfg.device!r}")
     for name in ["lr", "weight_decay", "warmup_epochs", "grad_clip", "max_steps", "time_budget_s", "subset",
@@ -153,6 +153,9 @@ def validate(cfg: Config) -> Config:
 
 
 LR_SCHEDULES = ("cosine", "step")
+# fp64: every weight, buffer and view in float64, no autocast: slow, for numerical checks (the tests
+# compare 2 ranks with 1 process in fp64, where summation order changes nothing at 1e-4)
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "fp64")
 
 
 def parse_milestones(text: str) -> list[float]:
