@@ -198,64 +198,37 @@ def all_gather_object(obj):
     return out
 
 
-class GlobalBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
-    """Batch norm whose statistics span the *global* batch over all ranks, on any backend.
-
-    SimCLR normalises over the whole global batch ("Global BN", Chen et al. 2020, Sec. 2.2):
-    with per-device statistics, the two views of an image that sit on one device can
-    "leak" local information and the model cheats the contrastive task. PyTorch's
-    ``SyncBatchNorm`` does this but only on GPUs; this module does the same with
-    autograd-aware all-reduces, so it also runs on CPU processes (gloo).
-
-    Training forward, with n the global count per channel and sums over ranks r:
-        mu = (1/n) sum_r sum_i x_ri,   var = (1/n) sum_r sum_i (x_ri - mu)^2,
-        y  = (x - mu) / sqrt(var + eps) * weight + bias.
-    ``torch.distributed.nn.functional.all_reduce`` sums gradients back to every rank, so
-    the backward pass is the single-process BN gradient (same convention as
-    :func:`all_gather_with_grad`). Running statistics use the unbiased global variance.
-    Not distributed, or in eval mode, it is plain ``F.batch_norm``.
-    """
-
-    def _check_input_dim(self, x: Tensor) -> None:
-        if x.dim() < 2:
-            raise ValueError(f"GlobalBatchNorm expects (N, C, ...) input, got shape {tuple(x.shape)}")
-
-    def forward(self, x: Tensor) -> Tensor:
-        self._check_input_dim(x)
-        if not (self.training and is_distributed()):
-            return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
-        dims = [0, *range(2, x.dim())]
-        shape = [1, -1] + [1] * (x.dim() - 2)
-        count = all_reduce(torch.tensor([x.numel() / x.shape[1]], dtype=x.dtype, device=x.device))
-        mean = all_reduce(x.sum(dims)) / count
-        var = all_reduce(((x - mean.view(shape)) ** 2).sum(dims)) / count
-        if self.track_running_stats:
-            with torch.no_grad():
-                self.num_batches_tracked += 1
-                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-                unbiased = var * count / (count - 1).clamp(min=1)
-                self.running_mean.mul_(1 - m).add_(m * mean.detach())
-                self.running_var.mul_(1 - m).add_(m * unbiased.detach())
-        y = (x - mean.view(shape)) / torch.sqrt(var.view(shape) + self.eps)
-        if self.affine:
-            y = y * self.weight.view(shape) + self.bias.view(shape)
-        return y
+# ----------------------------------------------------------------------------------------
+# Reductions the training loop uses (plain values when not distributed)
+# ----------------------------------------------------------------------------------------
 
 
-def convert_to_global_batchnorm(module: torch.nn.Module) -> torch.nn.Module:
-    """Replace every BatchNorm{1,2,3}d in ``module`` by :class:`GlobalBatchNorm` (weights kept).
+def mean_over_ranks(values: dict[str, Tensor], device: torch.device) -> dict[str, float]:
+    """Each scalar averaged over all ranks with one all-reduce (rank r's loss is the mean over its
+    own images; the mean over ranks is the loss of the global batch). Plain floats when not distributed."""
+    keys = sorted(values)
+    if not keys:
+        return {}
+    stacked = torch.stack([torch.as_tensor(values[k]).detach().double().reshape(()).to(device) for k in keys])
+    if is_distributed():
+        dist.all_reduce(stacked)
+        stacked /= get_world_size()
+    return dict(zip(keys, stacked.tolist()))
 
-    The CPU counterpart of ``nn.SyncBatchNorm.convert_sync_batchnorm``; parameter and buffer
-    names are unchanged, so state dicts load either way.
-    """
-    if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and not isinstance(module, GlobalBatchNorm):
-        new = GlobalBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
-                              module.track_running_stats)
-        new.load_state_dict(module.state_dict())
-        new.train(module.training)
-        return new
-    for name, child in module.named_children():
-        module.add_module(name, convert_to_global_batchnorm(child))
-    return module
+
+def min_over_ranks(value: int, device: torch.device) -> int:
+    """The smallest of the ranks' integers, on every rank (``value`` itself when not distributed)."""
+    if not is_distributed():
+        return value
+    tensor = torch.tensor([-float(value)], device=device, dtype=torch.float64)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return int(-tensor.item())
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank if ``flag`` is true on any rank (so all ranks leave the loop at the same step)."""
+    if not is_distributed():
+        return bool(flag)
+    value = torch.tensor([float(bool(flag))], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())

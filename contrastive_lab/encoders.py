@@ -25,6 +25,7 @@ from functools import partial
 import torch
 import torchvision
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models.resnet import BasicBlock, ResNet
 
 TORCHVISION_RESNETS: tuple[str, ...] = ("resnet18", "resnet34", "resnet50")
@@ -318,3 +319,18 @@ __all__ = [
     "cifar_stem_", "conv2d_gemm_weight_grad", "gemm_weight_grad", "im2col_nhwc", "resnet10", "torchvision_resnet",
     "use_gemm_weight_grad_",
 ]
+
+
+def forward_flops(encoder: nn.Module, size: int, channels: int = 3) -> int:
+    """Floating-point operations of one ``size x size`` image's forward pass, counted by PyTorch's
+    ``torch.utils.flop_counter.FlopCounterMode`` (a multiply-add counts 2; chapter 02 checks it
+    against a hand formula over the convolutions and linear layers). Runs in eval mode, no grad."""
+    modes = [(m, m.training) for m in encoder.modules()]
+    device = next(iter(encoder.parameters())).device
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            encoder.eval()(torch.zeros(1, channels, size, size, device=device))
+    finally:
+        for m, mode in modes:
+            m.train(mode)
+    return counter.get_total_flops()

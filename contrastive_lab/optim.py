@@ -21,7 +21,10 @@ from torch.optim.lr_scheduler import LambdaLR
 
 __all__ = [
     "LARS",
+    "ScheduledLR",
+    "StepDecay",
     "WarmupCosine",
+    "build_lr_schedule",
     "build_optimizer",
     "build_scheduler",
     "clip_grad",
@@ -258,17 +261,63 @@ class WarmupCosine:
         return warmup_cosine(step, self.total_steps, self.warmup_steps, 1.0, self.final_lr_ratio)
 
 
+class StepDecay:
+    """Picklable lr multiplier: linear warmup over ``warmup_steps``, then x``gamma`` at each milestone
+    step (MoCo Sec. 4.1, ``main_lincls.py``: lr x0.1 at epochs 60 and 80)."""
+
+    def __init__(self, milestones: list[int], warmup_steps: int = 0, gamma: float = 0.1):
+        self.milestones, self.warmup_steps, self.gamma = list(milestones), warmup_steps, gamma
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        return self.gamma ** sum(step >= m for m in self.milestones)
+
+
+class ScheduledLR(LambdaLR):
+    """A per-step ``LambdaLR`` driven through its own interface: ``warmup_steps``, ``total_steps``
+    (None for a step schedule, which has no end) and :meth:`resize`, which moves the end of a
+    cosine schedule (``fit_to_budget``). Its ``state_dict`` is LambdaLR's, multiplier settings included."""
+
+    @property
+    def warmup_steps(self) -> int:
+        return self.lr_lambdas[0].warmup_steps
+
+    @property
+    def total_steps(self) -> int | None:
+        return getattr(self.lr_lambdas[0], "total_steps", None)
+
+    def resize(self, total_steps: int) -> None:
+        """End the cosine decay at ``total_steps`` from now on (the lr of the next step follows it)."""
+        if self.total_steps is None:
+            raise ValueError("a step schedule has no length to resize; fit_to_budget needs lr_schedule=cosine")
+        for fn in self.lr_lambdas:
+            warmup_cosine(0, total_steps, fn.warmup_steps, 1.0, fn.final_lr_ratio)  # validates
+            fn.total_steps = total_steps
+
+
 def build_scheduler(
     optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int, final_lr_ratio: float = 0.0
-) -> LambdaLR:
-    """Per-step ``LambdaLR`` with lr_t = base_lr * warmup_cosine(t, T, W, 1, final_lr_ratio).
+) -> ScheduledLR:
+    """Per-step schedule with lr_t = base_lr * warmup_cosine(t, T, W, 1, final_lr_ratio).
 
     Call ``scheduler.step()`` once after every ``optimizer.step()``. The first optimizer step already
     runs at ``base_lr / W``. ``final_lr_ratio`` is the final lr as a fraction of each group's base lr.
     """
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(f"build_scheduler expects a torch.optim.Optimizer, got {type(optimizer).__name__}.")
-    return LambdaLR(optimizer, WarmupCosine(total_steps, warmup_steps, final_lr_ratio))
+    return ScheduledLR(optimizer, WarmupCosine(total_steps, warmup_steps, final_lr_ratio))
+
+
+def build_lr_schedule(optimizer: torch.optim.Optimizer, kind: str, total_steps: int, warmup_steps: int,
+                      milestones: list[int] | None = None) -> ScheduledLR:
+    """``kind="cosine"``: warmup + cosine to zero (SimCLR Sec. 2.3); ``kind="step"``: warmup, then lr x0.1
+    at each of the ``milestones`` (optimizer steps; MoCo Sec. 4 and its linear evaluation)."""
+    if kind == "step":
+        return ScheduledLR(optimizer, StepDecay(list(milestones or []), warmup_steps))
+    if kind != "cosine":
+        raise ValueError(f"unknown lr schedule {kind!r}; use 'cosine' or 'step'")
+    return build_scheduler(optimizer, total_steps=total_steps, warmup_steps=warmup_steps)
 
 
 def scale_lr(base_lr: float, batch_size: int, rule: str = "linear") -> float:

@@ -1,13 +1,13 @@
 """Figures the chapters and the run folder share: image grids, curves, retrieval and embeddings.
 
-Every function draws onto a matplotlib Figure and returns it; ``run_figures`` saves the four
-figures of a training run into ``<run>/figures/``.
+Every function draws onto a matplotlib Figure and returns it; ``engine.figures.run_figures`` saves
+the four figures of a training run into ``<run>/figures/`` with them. Nothing here trains or
+evaluates: these are drawing primitives, below the engine in the import order.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import matplotlib.pyplot as plt  # headless machines fall back to the Agg backend by themselves
 import torch
@@ -89,40 +89,3 @@ def retrieval_grid(query_images, query_feats, gallery_images, gallery_feats, n_q
     fig.suptitle(title or "query (left) and its nearest neighbours", fontsize=9)
     fig.tight_layout()
     return fig
-
-
-def run_figures(out: Path, encoder, train_ds, test_ds, device, cfg) -> list[Path]:
-    """Loss curve, kNN curve, nearest-neighbour retrieval grid and 2-D embedding of a run."""
-    from .engine import encode, read_metrics
-
-    fig_dir = Path(out) / "figures"
-    fig_dir.mkdir(parents=True, exist_ok=True)
-    rows = read_metrics(Path(out) / "metrics.csv")
-    saved = []
-
-    def save(fig, name):
-        path = fig_dir / name
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        saved.append(path)
-
-    loss = [(r["step"], r["loss"]) for r in rows if "loss" in r]
-    if loss:
-        save(curve(*zip(*loss), "step", "training loss", f"{cfg.method} loss"), "loss.png")
-    knn = [(r["epoch"], r["knn_top1"]) for r in rows if "knn_top1" in r]
-    knn_z = [(r["epoch"], r["knn_top1_z"]) for r in rows if "knn_top1_z" in r]
-    if knn:
-        title = f"kNN monitor ({cfg.dataset} {cfg.test_split})"
-        fig = curve(*zip(*knn), "epoch", "kNN top-1", title, label="h = f(x)" if knn_z else None)
-        if knn_z:
-            curve(*zip(*knn_z), "epoch", "kNN top-1", title, label="z = g(h)", ax=fig.axes[0])
-        save(fig, "knn.png")
-    if test_ds is not None and hasattr(test_ds, "images"):
-        n = min(len(test_ds), 2000)
-        test_images, test_labels = test_ds.images[:n], test_ds.labels[:n]
-        f_test = encode(encoder, test_images, cfg, device)
-        gallery = train_ds.images[: min(len(train_ds), 5000)]
-        f_gallery = encode(encoder, gallery, cfg, device)
-        save(retrieval_grid(test_images, f_test, gallery, f_gallery, title="nearest neighbours of h"), "retrieval.png")
-        save(embedding_plot(f_test, test_labels, test_ds.classes, "test features h (PCA)"), "embedding.png")
-    return saved

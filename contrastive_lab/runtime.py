@@ -1,17 +1,35 @@
-"""Where the code runs: smoke mode, device choice, and bf16 autocast detection.
+"""Where the code runs: the environment variables, device choice, and bf16 autocast detection.
 
-Everything that depends on the machine (rather than on the maths) lives here, so the
-rest of the library can ask one question ("is bf16 fast here?") instead of guessing.
+Everything that depends on the machine or the shell (rather than on the maths) lives here, so the
+rest of the library asks one question ("is bf16 fast here?", "where is the data?") instead of
+guessing. **This is the only module that reads the environment** (``distributed`` reads torchrun's
+variables, which belong to the launcher): a test greps the package for it. The settings:
+
+==========================  ======================================================  ==============
+``CONTRASTIVE_LAB_SMOKE``   smoke mode: every chapter runs in seconds (CI)           ``smoke_mode``
+``CONTRASTIVE_LAB_DATA``    the data root (default ``<repo>/data``)                   ``env_data_root``
+``CONTRASTIVE_LAB_NATIVE``  compiled view kernels: auto (default), 1 = required, 0    ``native_mode``
+``CONTRASTIVE_LAB_CACHE``   where the compiled kernels are kept                        ``cache_dir``
+==========================  ======================================================  ==============
+
+Read at the edge and passed down: the CLI and the engine's run setup resolve them once (the data
+root is written into the run's ``config.json``); library functions take explicit arguments and
+fall back to these only when called without them.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from functools import cache
+from pathlib import Path
 
 import torch
 
 SMOKE_ENV = "CONTRASTIVE_LAB_SMOKE"
+DATA_ENV = "CONTRASTIVE_LAB_DATA"
+NATIVE_ENV = "CONTRASTIVE_LAB_NATIVE"
+CACHE_ENV = "CONTRASTIVE_LAB_CACHE"
 
 
 def smoke_mode() -> bool:
@@ -29,6 +47,39 @@ def smoke_mode() -> bool:
     raise ValueError(
         f"{SMOKE_ENV}={value!r} is not understood; set it to 1 (smoke mode) or 0 / unset (demo mode)."
     )
+
+
+def env_data_root() -> Path | None:
+    """``$CONTRASTIVE_LAB_DATA`` as a path, or None when unset (``data.data_root`` then uses ``<repo>/data``)."""
+    value = os.environ.get(DATA_ENV, "").strip()
+    return Path(value).expanduser() if value else None
+
+
+def native_mode() -> str:
+    """``"auto"``, ``"on"`` or ``"off"``, from ``$CONTRASTIVE_LAB_NATIVE`` (the compiled view kernels)."""
+    value = os.environ.get(NATIVE_ENV, "").strip().lower()
+    if value in ("", "auto"):
+        return "auto"
+    if value in ("1", "true", "yes", "on"):
+        return "on"
+    if value in ("0", "false", "no", "off"):
+        return "off"
+    raise ValueError(f"{NATIVE_ENV}={value!r} is not understood; use 1 (require the compiled view "
+                     "kernels), 0 (never use it) or auto / unset (use it when a C compiler is available).")
+
+
+def cache_dir() -> Path:
+    """Where compiled kernels are kept: ``$CONTRASTIVE_LAB_CACHE``, else ``$XDG_CACHE_HOME`` or
+    ``~/.cache``, then ``contrastive_lab``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "contrastive_lab"
+
+
+def c_compiler() -> str | None:
+    """``$CC``, else the first of cc, gcc, clang on the PATH; None when there is none."""
+    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
 
 
 def pick(smoke, demo):

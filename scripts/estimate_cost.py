@@ -38,8 +38,10 @@ KNOWN_SIZES = {"imagefolder": IMAGENET_TRAIN, "cifar10": 50_000, "cifar100": 50_
 
 def default_num_images(cfg: Config) -> int:
     """Training images for ``cfg``: SimCLR's subset sizes, the synthetic size, or the full dataset."""
-    if cfg.label_subset_file:
-        name = Path(cfg.label_subset_file).name
+    subset_file = getattr(cfg.options, "label_subset_file", "")  # classifier runs (methods/classifier.py)
+    fraction = getattr(cfg.options, "label_fraction", 1.0)
+    if subset_file:
+        name = Path(subset_file).name
         if name not in SUBSET_SIZES:
             raise ValueError(f"unknown size of label subset {name!r}; pass --num-images")
         return SUBSET_SIZES[name]
@@ -50,7 +52,7 @@ def default_num_images(cfg: Config) -> int:
     else:
         raise ValueError(f"unknown training-set size for dataset {cfg.dataset!r}; pass --num-images")
     n = min(n, cfg.subset) if cfg.subset else n
-    return max(1, round(n * cfg.label_fraction)) if cfg.label_fraction < 1 else n
+    return max(1, round(n * fraction)) if fraction < 1 else n
 
 
 def total_steps(cfg: Config, num_images: int) -> int:

@@ -1,4 +1,4 @@
-"""Tests for contrastive_lab.augment: recipes, parameter statistics, agreement with torchvision.
+"""Tests for contrastive_lab.views: recipes, parameter statistics, agreement with torchvision.
 
 Independent references: torchvision's RandomResizedCrop sampler and its functional ops
 (resized_crop, adjust_*, rgb_to_grayscale, gaussian_blur), binomial/KS statistics, and values
@@ -16,7 +16,8 @@ from PIL import Image
 from torchvision import transforms as v1
 from torchvision.transforms.v2 import functional as TF
 
-from contrastive_lab import augment as A
+from contrastive_lab import views as A
+from contrastive_lab.views import ks_critical, ks_statistic
 
 N_STATS = 20_000
 PLAIN = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))  # no normalisation: compare raw pixels
@@ -59,17 +60,46 @@ def binomial_ok(count: int, n: int, p: float, z: float = 5.0) -> bool:
     return abs(count - n * p) <= z * math.sqrt(n * p * (1 - p)) + 1e-9
 
 
-def ks_statistic(a: np.ndarray, b: np.ndarray) -> float:
-    """Two-sample Kolmogorov-Smirnov D = max_v |F_a(v) - F_b(v)| (handles ties)."""
-    a, b = np.sort(a), np.sort(b)
-    v = np.union1d(a, b)
-    fa = np.searchsorted(a, v, side="right") / len(a)
-    fb = np.searchsorted(b, v, side="right") / len(b)
-    return float(np.abs(fa - fb).max())
+def ks_by_loop(a: np.ndarray, b: np.ndarray) -> float:
+    """D = max over every pooled value x of |F_a(x) - F_b(x)|, the empirical CDFs counted one by one."""
+    gap = 0.0
+    for x in [*a, *b]:
+        fa = sum(1 for v in a if v <= x) / len(a)
+        fb = sum(1 for v in b if v <= x) / len(b)
+        gap = max(gap, abs(fa - fb))
+    return gap
 
 
-def ks_critical(n: int, m: int, alpha: float = 1e-4) -> float:
-    return math.sqrt(-math.log(alpha / 2) / 2) * math.sqrt((n + m) / (n * m))
+def ks_cases() -> list[tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(0)
+    return [(rng.normal(size=60), rng.normal(0.3, 1.0, size=45)),
+            (rng.integers(0, 5, size=50).astype(float), rng.integers(0, 6, size=70).astype(float)),  # ties
+            (np.array([1.0, 2.0, 3.0]), np.array([4.0, 5.0])),  # disjoint: D = 1
+            (np.array([0.5, 0.5]), np.array([0.5]))]  # identical: D = 0
+
+
+def test_ks_statistic_is_the_largest_cdf_gap():
+    """The library's KS statistic against a slow loop over the pooled values (numpy and torch input)."""
+    cases = ks_cases()
+    for a, b in cases:
+        assert ks_statistic(a, b) == pytest.approx(ks_by_loop(a, b), abs=1e-12)
+        assert ks_statistic(torch.from_numpy(a), torch.from_numpy(b)) == pytest.approx(ks_by_loop(a, b), abs=1e-12)
+    assert ks_statistic(*cases[2]) == 1.0 and ks_statistic(*cases[3]) == 0.0
+    with pytest.raises(ValueError, match="non-empty"):
+        ks_statistic(np.array([]), np.array([1.0]))
+
+
+def test_ks_statistic_matches_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    for a, b in ks_cases():
+        assert ks_statistic(a, b) == pytest.approx(stats.ks_2samp(a, b).statistic, abs=1e-12)
+
+
+def test_ks_critical_is_smirnovs_asymptotic_value():
+    assert ks_critical(100, 100, alpha=0.05) == pytest.approx(1.3581 * math.sqrt(2 / 100), rel=1e-4)
+    assert ks_critical(50, 50, alpha=0.001) == pytest.approx(1.9495 * math.sqrt(2 / 50), rel=1e-4)  # table: 1.95
+    with pytest.raises(ValueError, match="alpha must lie in"):
+        ks_critical(10, 10, alpha=0.0)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,6 +12,8 @@ import pytest
 import torch
 
 from contrastive_lab.cli import build_parser, main
+from contrastive_lab.config import options_type
+from contrastive_lab.methods import METHODS
 from contrastive_lab.presets import Config
 
 TINY = [
@@ -37,7 +39,13 @@ def help_text(verb: str, capsys) -> str:
 def test_train_help_lists_every_config_key_with_its_default(capsys):
     text = help_text("train", capsys)
     for f in fields(Config):
-        assert f"{f.name}={getattr(Config(), f.name)!r}" in text, f.name
+        if f.name != "options":  # the method's own keys, listed per method below
+            assert f"{f.name}={getattr(Config(), f.name)!r}" in text, f.name
+    for method in METHODS:
+        kind = options_type(method)
+        assert f"({kind.__name__}):" in text, method
+        for f in fields(kind):
+            assert f"{f.name}={getattr(kind(), f.name)!r}" in text, (method, f.name)
     for option in ["--preset", "--out", "--resume", "simclr-cifar10-cpu"]:
         assert option in text
     # each key's one-line documentation (its comment in presets.Config) follows its default
@@ -62,10 +70,18 @@ def test_train_writes_the_run_folder(run):
     assert 0.0 <= results["knn_random"] <= 1.0 and 0.0 <= results["knn_final"] <= 1.0
 
 
-def test_train_resume_continues_the_same_run(run, capsys):
-    assert main(["train", "--preset", "simclr-cifar10-cpu", "--out", str(run), "--resume", *TINY[:-3], "epochs=2",
-                 "precision=fp32", "knn_k=10", "figures=false"]) == 0
-    assert "resumed from" in capsys.readouterr().out
+def test_train_resume_of_a_finished_run_changes_nothing_and_a_changed_run_is_refused(run, capsys):
+    before = {p: p.read_bytes() for p in [run / "metrics.csv", run / "results.json", run / "checkpoints/last.pt"]}
+    for _ in range(2):  # resuming a finished run twice: no second final kNN row, no rewritten files
+        assert main(["train", "--preset", "simclr-cifar10-cpu", "--out", str(run), "--resume", *TINY]) == 0
+        assert "is finished" in capsys.readouterr().out
+    assert all(path.read_bytes() == data for path, data in before.items())
+    # a key that defines the run may not change on resume; the message names both values
+    assert main(["train", "--preset", "simclr-cifar10-cpu", "--out", str(run), "--resume", *TINY[:-4],
+                 "epochs=2", "temperature=0.2", "precision=fp32", "knn_k=10", "figures=false"]) == 2
+    err = capsys.readouterr().err
+    assert "epochs: 1 in the run, 2 asked" in err and "temperature: 0.1 in the run, 0.2 asked" in err
+    assert "keys that may change on resume: num_workers, knn_every" in err
 
 
 @pytest.mark.parametrize("protocol", ["knn", "linear", "finetune"])
@@ -91,14 +107,14 @@ def test_embed_writes_float32_features_and_labels(run, tmp_path):
     assert data["features"].dtype == np.float32 and data["labels"].dtype == np.int64
     assert data["features"].shape[0] == data["labels"].shape[0] == 96
     # the features are the encoder's h: recompute one row independently
-    from contrastive_lab.cli import load_encoder
     from contrastive_lab.data import make_synthetic
-    from contrastive_lab.engine import eval_transform
+    from contrastive_lab.engine import config_eval_transform
+    from contrastive_lab.methods import load_method
 
-    cfg, encoder = load_encoder(run / "checkpoints/last.pt")
+    cfg, method = load_method(run / "checkpoints/last.pt")
     ds = make_synthetic(n=96, image_size=cfg.evaluation_size(), seed=cfg.seed, split="test")  # the data's own size
     with torch.no_grad():
-        h = encoder(eval_transform(cfg)(ds.images[:4]))
+        h = method.encoder(config_eval_transform(cfg)(ds.images[:4]))
     np.testing.assert_allclose(data["features"][:4], h.numpy(), rtol=1e-2, atol=1e-2)
 
 

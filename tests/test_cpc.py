@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from contrastive_lab.cpc import (
-    ImageCPC,
     PatchAugment,
     PatchAugmentParams,
     PatchConvNet,
@@ -22,15 +21,14 @@ from contrastive_lab.cpc import (
     RowCausalConv2d,
     SequenceCPC,
     SignalEncoder,
-    cpc_loss,
-    cpc_loss_reference,
     extract_patches,
     extract_patches_reference,
     grid_size,
-    make_image_cpc,
     make_oscillation_sequences,
     train_sequence_cpc,
 )
+from contrastive_lab.losses import cpc_loss, cpc_loss_reference
+from contrastive_lab.methods import Batch, ImageCPC, make_image_cpc
 
 F64 = torch.float64
 
@@ -322,7 +320,7 @@ def test_batch_norm_leaks_the_future_in_training_mode_but_not_in_eval():
 def test_image_cpc_loss_equals_reference_on_model_outputs():
     model = small_image_cpc(augment=False).double().eval()
     images = randn(2, 3, 16, 16)
-    loss, logs = model(images)
+    loss, logs = model(Batch([images], torch.arange(2)))
     z, c = model.context_from_patches(model.encoder.patches(images))
     torch.testing.assert_close(loss, cpc_loss_reference(z, c, model.predictors))
     assert set(logs) == {"loss", "acc_k1", "acc_k2", "acc_k3"} and model.log_keys == (
@@ -335,7 +333,9 @@ def test_image_cpc_loss_equals_reference_on_model_outputs():
 def test_image_cpc_uses_view1_only_and_encoder_pools_the_grid():
     model = small_image_cpc(augment=False).eval()
     v1, v2 = randn(4, 3, 16, 16, dtype=torch.float32), randn(4, 3, 16, 16, seed=1, dtype=torch.float32)
-    assert torch.equal(model(v1, v2)[0], model(v1, -v2)[0])
+    index = torch.arange(4)
+    assert model.num_views == 1  # the engine draws one view per image for CPC
+    assert torch.equal(model(Batch([v1, v2], index))[0], model(Batch([v1, -v2], index))[0])
     pooled = model.encoder(v1)
     assert pooled.shape == (4, model.encoder.feature_dim)
     torch.testing.assert_close(pooled, model.encoder.grid(v1).mean(dim=(2, 3)))
@@ -385,9 +385,9 @@ def test_cpc_method_and_preset():
     assert cfg.method == "cpc" and cfg.encoder == "patch_convnet"
     torch.manual_seed(0)
     method = build_method(cfg)
-    assert isinstance(method, ImageCPC) and method.max_offset == cfg.cpc_offsets
+    assert isinstance(method, ImageCPC) and method.max_offset == cfg.options.cpc_offsets
     x = randn(4, 3, 32, 32, dtype=torch.float32)
-    loss, logs = method(x, x, torch.arange(4))
+    loss, logs = method(Batch([x], torch.arange(4)))
     assert loss.isfinite() and set(method.log_keys) <= set(logs)
     assert method.encoder(x).shape == (4, method.encoder.feature_dim)
     with pytest.raises(ValueError, match="method=cpc encodes patches with encoder=patch_convnet"):

@@ -8,6 +8,7 @@ import io
 import pickle
 import tarfile
 import urllib.error
+import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,14 +31,16 @@ from tests._data_fixtures import (
     write_stl10_images,
 )
 
+REPO = Path(__file__).resolve().parents[1]  # the data root's default is <repo>/data, whatever module holds it
+
 # ---------------------------------------------------------------------------------------------- root
 
 
 def test_data_root_prefers_argument_then_environment_then_repo(monkeypatch, tmp_path):
     monkeypatch.delenv(data.DATA_ENV, raising=False)
-    assert data.data_root() == Path(data.__file__).resolve().parents[1] / "data"
+    assert data.data_root() == REPO / "data"
     monkeypatch.setenv(data.DATA_ENV, "  ")  # set but empty counts as unset
-    assert data.data_root() == Path(data.__file__).resolve().parents[1] / "data"
+    assert data.data_root() == REPO / "data"
     monkeypatch.setenv(data.DATA_ENV, str(tmp_path / "env"))
     assert data.data_root() == tmp_path / "env"
     assert data.data_root(tmp_path / "arg") == tmp_path / "arg"
@@ -191,7 +194,7 @@ def test_missing_dataset_when_the_download_fails(tmp_path, monkeypatch):
     def offline(url, timeout=None):
         raise urllib.error.URLError("no network here")
 
-    monkeypatch.setattr(data.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
     with pytest.raises(
         DatasetNotFoundError, match="the download failed: <urlopen error no network here>"
     ) as info:
@@ -218,7 +221,7 @@ def test_interrupted_download_leaves_nothing_behind(tmp_path, monkeypatch):
         def __exit__(self, *exc):
             return False
 
-    monkeypatch.setattr(data.urllib.request, "urlopen", lambda url, timeout=None: Broken())
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout=None: Broken())
     with pytest.raises(DatasetNotFoundError, match="the download failed: connection reset by peer"):
         data.load_cifar10("test", root=tmp_path)
     assert list(tmp_path.iterdir()) == []
@@ -649,32 +652,7 @@ def test_synthetic_rejects_bad_arguments(kwargs, error, match):
         data.make_synthetic(**kwargs)
 
 
-# ---------------------------------------------------------------------------------- two views, names
-
-
-def test_two_view_dataset_draws_independent_views_and_returns_the_index():
-    base = data.make_synthetic(10, image_size=8)
-    calls = []
-
-    def noisy(image):
-        calls.append(1)
-        return image.float() + torch.randn(image.shape)
-
-    pairs = data.TwoViewDataset(base, noisy)
-    v1, v2, label, index = pairs[-3]
-    assert len(pairs) == 10 and index == 7 and label == base[7][1] and len(calls) == 2
-    assert v1.shape == (3, 8, 8) and not torch.equal(v1, v2)
-    assert torch.allclose((v1 + v2) / 2, base.images[7].float(), atol=5)  # both views of the same image
-
-
-def test_two_view_dataset_with_a_deterministic_transform_gives_transform_of_the_image():
-    base = data.make_synthetic(4, image_size=8)
-    v1, v2, label, index = data.TwoViewDataset(base, lambda x: x.flip(-1))[2]
-    assert torch.equal(v1, base.images[2].flip(-1)) and torch.equal(v1, v2) and index == 2
-    with pytest.raises(TypeError, match="transform must be callable"):
-        data.TwoViewDataset(base, None)
-    with pytest.raises(IndexError, match="index 4 out of range"):
-        data.TwoViewDataset(base, lambda x: x)[4]
+# -------------------------------------------------------------------------------------------- names
 
 
 def test_load_dataset_dispatches_by_name(tmp_path):
@@ -718,3 +696,149 @@ def test_book_data_falls_back_to_synthetic_when_offline(tmp_path, monkeypatch, c
     ds = load_book_data("train", root=tmp_path, synthetic_size=40)
     assert ds.name == "synthetic" and len(ds) == 40
     assert "using the synthetic dataset instead" in capsys.readouterr().out
+
+
+def test_every_public_name_of_the_former_module_is_still_importable():
+    """The names ``contrastive_lab.data`` offered as one module stay importable from the package."""
+    before_the_split = """ARCHIVES ArchiveSpec CIFAR10_FILES CIFAR10_SIZES CIFAR100_FILES CIFAR100_LABEL_TYPES DATASETS
+        DATA_ENV DOWNLOAD_TIMEOUT_S DatasetCorruptError DatasetNotFoundError IMAGE_EXTENSIONS ImageFolderDataset
+        ImageTensorDataset STL10_PARTS STL10_SIZE SYNTHETIC_CLASSES SYNTHETIC_SPLITS cifar10_name data_root
+        download_url extract_archive file_md5 load_book_data load_cifar10 load_cifar100 load_dataset load_stl10
+        make_synthetic read_image""".split()
+    missing = [name for name in before_the_split if name not in data.__all__ or not hasattr(data, name)]
+    assert missing == []
+    assert all(hasattr(data, name) for name in data.__all__)
+
+
+# ----------------------------------------------------------------------------------- labelled subsets
+
+
+def _named_image_folder(root: Path, per_class: int = 6) -> Path:
+    """root/train/{ant,bee}/<class>_train_<i>.png (unique file names, as SimCLR's lists need)."""
+    rng = np.random.default_rng(0)
+    for name in ("ant", "bee"):
+        (root / "train" / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, (6, 5, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / "train" / name / f"{name}_train_{i:03d}.png")
+    return root
+
+
+def test_select_labelled_by_fraction_is_the_class_balanced_label_subset():
+    ds = data.make_synthetic(203, image_size=8, num_classes=4)
+    subset = data.select_labelled(ds, fraction=0.1, seed=3)
+    expected = data.label_subset(ds.labels, 0.1, seed=3)
+    assert isinstance(subset, data.ImageTensorDataset) and subset.classes == ds.classes
+    assert torch.equal(subset.images, ds.images[expected]) and torch.equal(subset.labels, ds.labels[expected])
+    counts = torch.bincount(subset.labels, minlength=4).tolist()
+    assert counts == [max(1, int(0.1 * n + 0.5)) for n in torch.bincount(ds.labels, minlength=4).tolist()]
+    assert not torch.equal(data.select_labelled(ds, fraction=0.1, seed=4).images, subset.images)
+    assert data.select_labelled(ds) is ds and data.select_labelled(ds, fraction=1.0, seed=5) is ds
+
+
+def test_select_labelled_by_subset_file_picks_images_by_file_name(tmp_path, monkeypatch):
+    folder = _named_image_folder(tmp_path / "imagenet")
+    names = [f"{c}_train_{i:03d}.png" for c in ("ant", "bee") for i in range(4)]
+    (folder / "subset.txt").write_text("# 4 labelled images per class\n" + "\n".join(names) + "\n\n")
+    assert data.read_subset_file(folder / "subset.txt") == names
+    ds = data.ImageFolderDataset(folder / "train")
+    subset = data.select_labelled(ds, subset_file=str(folder / "subset.txt"))
+    assert isinstance(subset, data.LabelledSubset) and len(subset) == 8
+    assert sorted(Path(p).name for p, _ in subset.samples) == sorted(names)
+    assert subset.labels.tolist() == [0] * 4 + [1] * 4 and subset.classes == ["ant", "bee"]
+    image, label = subset[5]
+    assert label == 1 and image.dtype == torch.uint8
+    # relative to the data root when not found from the working directory
+    monkeypatch.chdir(tmp_path)
+    rel = data.select_labelled(ds, subset_file="subset.txt", data_root=str(folder))
+    assert len(rel) == 8 and data.resolve_subset_file("subset.txt", folder) == folder / "subset.txt"
+
+
+def test_select_labelled_errors(tmp_path, monkeypatch):
+    folder = _named_image_folder(tmp_path / "imagenet", per_class=2)
+    ds = data.ImageFolderDataset(folder / "train")
+    bad = tmp_path / "bad.txt"
+    bad.write_text("ant_train_000.png\nn01440764_10026.JPEG\n")
+    with pytest.raises(ValueError, match=r"1 of the 2 names in .*bad.txt are not in the train images .*n01440764_10026"):
+        data.select_labelled(ds, subset_file=str(bad))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="label_subset_file 'missing.txt' not found"):
+        data.select_labelled(ds, subset_file="missing.txt", data_root=folder)
+    with pytest.raises(ValueError, match="not both"):
+        data.select_labelled(ds, subset_file=str(bad), fraction=0.5)
+    with pytest.raises(ValueError, match="needs dataset=imagefolder; for synthetic use label_fraction"):
+        data.select_labelled(data.make_synthetic(n=20, image_size=8), subset_file=str(bad))
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nothing\n\n")
+    with pytest.raises(ValueError, match="lists no image file names"):
+        data.read_subset_file(empty)
+    with pytest.raises(FileNotFoundError, match="no label subset file at"):
+        data.read_subset_file(tmp_path / "none.txt")
+    write_image_folder(tmp_path / "same", {"a": 1, "b": 1})  # 0.png in both class folders
+    (tmp_path / "same.txt").write_text("0.png\n")
+    with pytest.raises(ValueError, match=r"file names \['0.png'\] occur in several class folders"):
+        data.select_labelled(data.ImageFolderDataset(tmp_path / "same"), subset_file=str(tmp_path / "same.txt"))
+
+
+# ------------------------------------------------------------------------------------ check_dataset
+
+
+def test_check_dataset_lists_every_unreadable_image_and_goes_on(tmp_path):
+    write_image_folder(tmp_path / "train", {"ant": 3, "bee": 2}, size=(32, 32))
+    (tmp_path / "train" / "empty").mkdir()
+    (tmp_path / "train" / "bee" / "notes.txt").write_text("not an image, not an image file name")
+    whole = io.BytesIO()
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(whole, "PNG")
+    truncated = tmp_path / "train" / "ant" / "truncated.png"
+    truncated.write_bytes(whole.getvalue()[: len(whole.getvalue()) // 2])
+    renamed = tmp_path / "train" / "bee" / "renamed.jpg"
+    renamed.write_text("a text file renamed .jpg")
+
+    report = data.check_dataset("imagefolder", "train", root=tmp_path)
+    assert (report.name, report.split, report.root) == ("imagefolder", "train", tmp_path / "train")
+    assert report.count == 7 and report.class_counts == {"ant": 4, "bee": 3, "empty": 0}
+    assert [file for file, _ in report.bad] == [str(truncated), str(renamed)]
+    errors = dict(report.bad)
+    assert errors[str(truncated)] == "OSError: image file is truncated"
+    assert errors[str(renamed)] == f"UnidentifiedImageError: cannot identify image file '{renamed}'"
+    assert not report.ok and len(report.warnings) == 1 and "['empty']" in report.warnings[0]
+    text = report.summary()
+    assert f"{truncated}: OSError: image file is truncated" in text and str(renamed) in text
+    assert "2 bad file(s)" in text and "warning: class folder(s) ['empty']" in text and "NOT OK" in text
+
+
+def test_check_dataset_of_a_clean_folder_reports_no_bad_files(tmp_path):
+    write_image_folder(tmp_path / "val", {"a": 2, "b": 3})
+    report = data.check_dataset("imagefolder", "val", root=tmp_path)
+    assert report.ok and report.bad == [] and report.warnings == []
+    assert report.count == 5 and report.class_counts == {"a": 2, "b": 3}
+    assert report.summary().endswith("OK") and "a 2, b 3" in report.summary()
+    with pytest.raises(ValueError, match="unknown split 'test' for imagefolder .*; valid splits: val"):
+        data.check_dataset("imagefolder", "test", root=tmp_path)
+
+
+def test_check_dataset_counts_cifar10_mini(cifar10_mini_root):
+    for split, count in (("train", 5085), ("test", 1017)):
+        report = data.check_dataset("cifar10", split, root=cifar10_mini_root)
+        assert report.ok and report.name == "cifar10-mini" and report.count == count
+        assert len(report.class_counts) == 10 and sum(report.class_counts.values()) == count
+        assert report.root == cifar10_mini_root and f"{count} images, 10 classes" in report.summary()
+
+
+def test_check_dataset_of_in_memory_sets_reports_corrupt_and_missing_files(tmp_path):
+    fake_cifar10(tmp_path)
+    assert data.check_dataset("cifar10", "test", root=tmp_path).count == 3
+    batch = tmp_path / "cifar-10-batches-py" / "test_batch"
+    batch.write_bytes(batch.read_bytes()[:100])
+    report = data.check_dataset("cifar10", "test", root=tmp_path)
+    assert not report.ok and report.count == 0
+    [(file, error)] = report.bad
+    assert file == str(tmp_path / "cifar-10-batches-py") and f"cannot read {batch}" in error
+    with pytest.raises(DatasetNotFoundError, match="download=False"):  # a check never downloads
+        data.check_dataset("cifar100", "train", root=tmp_path)
+    synthetic = data.check_dataset("synthetic", "val")
+    assert synthetic.ok and synthetic.root is None and synthetic.count == 2000
+    assert set(synthetic.class_counts.values()) == {200}
+    fake_stl10(tmp_path)
+    unlabeled = data.check_dataset("stl10", "train+unlabeled", root=tmp_path)
+    assert unlabeled.count == 4 and unlabeled.unlabeled == 2 and sum(unlabeled.class_counts.values()) == 2

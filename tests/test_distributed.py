@@ -8,6 +8,7 @@ the global batch. Per rank, the *input* gradient is WORLD times the single-proce
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,9 @@ from contrastive_lab.distributed import (
     is_distributed,
 )
 from tests._dist import run_ranks
+
+# the module of nt_xent (``contrastive_lab.losses.nt_xent`` itself is the function)
+NT_XENT_MODULE = importlib.import_module("contrastive_lab.losses.ntxent")
 
 WORLD, N_LOCAL, D_IN, D, TAU = 2, 3, 5, 4, 0.3
 ENV_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -68,12 +72,12 @@ def _worker(rank: int, world: int, out_dir: str) -> None:
     res["info"] = (get_rank(), get_world_size(), is_distributed())
     batch = _global_batch()
     res["good"] = _local_step(batch, rank)
-    original = losses.all_gather_with_grad
-    losses.all_gather_with_grad = _plain_gather_keeping_local_grad
+    original = NT_XENT_MODULE.all_gather_with_grad
+    NT_XENT_MODULE.all_gather_with_grad = _plain_gather_keeping_local_grad
     try:
         res["bad"] = _local_step(batch, rank)
     finally:
-        losses.all_gather_with_grad = original
+        NT_XENT_MODULE.all_gather_with_grad = original
     # all_gather_no_grad: rank r contributes rows [10r, 10r+1]; result must be in rank order.
     local = torch.tensor([[10.0 * rank], [10.0 * rank + 1]], requires_grad=True)
     res["no_grad"] = all_gather_no_grad(local)
@@ -229,78 +233,3 @@ def test_nccl_without_cuda_is_an_error(no_torchrun_env: pytest.MonkeyPatch) -> N
         no_torchrun_env.setenv(var, value)
     with pytest.raises(ValueError, match="'nccl' needs CUDA"):
         init_distributed("nccl")
-
-
-# ---------------------------------------------------------------------------------------------
-# Global batch norm on CPU processes
-# ---------------------------------------------------------------------------------------------
-
-
-def _bn_inputs():
-    g = torch.Generator().manual_seed(3)
-    x = torch.randn(2 * 4, 3, 5, 5, generator=g, dtype=torch.float64) * 2 + 1
-    c = torch.randn(2 * 4, 3, 5, 5, generator=g, dtype=torch.float64)
-    return x, c
-
-
-def _global_bn_worker(rank, world_size, out_dir):
-    from contrastive_lab.distributed import GlobalBatchNorm
-
-    init_distributed()
-    x, c = _bn_inputs()
-    rows = slice(rank * 4, (rank + 1) * 4)
-    bn = GlobalBatchNorm(3).double()
-    with torch.no_grad():
-        bn.weight.copy_(torch.tensor([1.0, 2.0, -0.5]))
-        bn.bias.copy_(torch.tensor([0.1, 0.0, 0.3]))
-    xl = x[rows].clone().requires_grad_()
-    y = bn(xl)
-    (y * c[rows]).sum().backward()  # sum over ranks of these = the single-process objective
-    torch.save(
-        {"y": y.detach(), "gx": xl.grad, "gw": bn.weight.grad, "gb": bn.bias.grad,
-         "rm": bn.running_mean, "rv": bn.running_var},
-        Path(out_dir) / f"bn{rank}.pt",
-    )
-    cleanup_distributed()
-
-
-@pytest.mark.distributed
-def test_global_batchnorm_on_two_ranks_equals_batchnorm_on_the_full_batch(tmp_path):
-    run_ranks(_global_bn_worker, world_size=2, args=(str(tmp_path),))
-    x, c = _bn_inputs()
-    bn = torch.nn.BatchNorm2d(3).double()
-    with torch.no_grad():
-        bn.weight.copy_(torch.tensor([1.0, 2.0, -0.5]))
-        bn.bias.copy_(torch.tensor([0.1, 0.0, 0.3]))
-    x = x.clone().requires_grad_()
-    y = bn(x)
-    (y * c).sum().backward()
-    parts = [torch.load(tmp_path / f"bn{r}.pt", weights_only=True) for r in range(2)]
-    torch.testing.assert_close(torch.cat([p["y"] for p in parts]), y.detach())
-    torch.testing.assert_close(torch.cat([p["gx"] for p in parts]), x.grad)
-    torch.testing.assert_close(parts[0]["gw"] + parts[1]["gw"], bn.weight.grad)
-    torch.testing.assert_close(parts[0]["gb"] + parts[1]["gb"], bn.bias.grad)
-    for p in parts:  # every rank tracks the same global running statistics
-        torch.testing.assert_close(p["rm"], bn.running_mean)
-        torch.testing.assert_close(p["rv"], bn.running_var)
-
-
-def test_convert_to_global_batchnorm_keeps_weights_and_single_process_behaviour():
-    from contrastive_lab.distributed import GlobalBatchNorm, convert_to_global_batchnorm
-
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU())
-    with torch.no_grad():
-        net[1].weight.uniform_()
-        net[1].running_mean.uniform_()
-    before = {k: v.clone() for k, v in net.state_dict().items()}
-    x = torch.randn(6, 3, 8, 8)
-    ref = net(x)
-    converted = convert_to_global_batchnorm(net)
-    assert isinstance(converted[1], GlobalBatchNorm)
-    for k, v in converted.state_dict().items():
-        if k.endswith("num_batches_tracked"):
-            continue
-        if "running" not in k:
-            assert torch.equal(v, before[k]), k
-    converted[1].load_state_dict({k[2:]: v for k, v in before.items() if k.startswith("1.")})
-    torch.testing.assert_close(converted(x), ref)  # not distributed: plain batch norm

@@ -16,7 +16,9 @@ import pytest
 import torch
 
 from contrastive_lab import engine
-from contrastive_lab.engine import TrainingDiverged, load_checkpoint, save_checkpoint, train
+from contrastive_lab.checkpoints import CHECKPOINT_VERSION, load_checkpoint, save_checkpoint
+from contrastive_lab.engine import TrainingDiverged, train
+from contrastive_lab.methods import build_method
 from contrastive_lab.presets import get_preset
 
 
@@ -50,7 +52,7 @@ def test_two_epochs_equal_one_epoch_resume_one_epoch_bit_for_bit(tmp_path):
     cfg = tiny_config()
     straight = train(cfg, tmp_path / "straight", verbose=False)
     first = train(cfg, tmp_path / "resumed", verbose=False, stop_at_step=straight["steps_per_epoch"])
-    assert first["stop_reason"] == "interrupted" and first["step"] == straight["steps_per_epoch"]
+    assert first["stop_reason"] == "stop_at_step" and first["step"] == straight["steps_per_epoch"]
     second = train(cfg, tmp_path / "resumed", resume=True, verbose=False)
     assert second["step"] == straight["step"] == 2 * straight["steps_per_epoch"]
     a, b = weights(tmp_path / "straight"), weights(tmp_path / "resumed")
@@ -115,10 +117,12 @@ class _NaNAfter(torch.nn.Module):
 
 
 def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    real = engine.build_method
-    monkeypatch.setattr(engine, "build_method", lambda cfg: _NaNAfter(real(cfg), n=2))
+    from contrastive_lab.engine import run as run_module
+
+    real = run_module.build_method
+    monkeypatch.setattr(run_module, "build_method", lambda cfg, ctx: _NaNAfter(real(cfg, ctx), n=2))
     cfg = tiny_config(epochs=2, checkpoint_every=1)
-    with pytest.raises(TrainingDiverged, match=r"loss is nan at step 2 .*last good checkpoint"):
+    with pytest.raises(TrainingDiverged, match=r"loss is nan at step 3 .*last good checkpoint"):  # 2 good steps
         train(cfg, tmp_path / "run", verbose=False)
     state = load_checkpoint(tmp_path / "run/checkpoints/last.pt")
     assert state["step"] == 2
@@ -126,22 +130,23 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_pa
 
 
 def test_stop_request_saves_and_exits_cleanly(tmp_path, monkeypatch):
-    """Ctrl-C sets StopFlag.requested; the step finishes, a checkpoint is written, train returns."""
-    original_enter = engine.StopFlag.__enter__
+    """A signal sets StopSignals.requested; the step finishes, a checkpoint is written, train returns."""
+    original_enter = engine.StopSignals.__enter__
 
     def enter(self):
         original_enter(self)
-        self.requested = True  # as if Ctrl-C arrived during the first step
+        self.request(signal.SIGTERM)  # as if SIGTERM arrived during the first step
         return self
 
-    monkeypatch.setattr(engine.StopFlag, "__enter__", enter)
+    monkeypatch.setattr(engine.StopSignals, "__enter__", enter)
     result = train(tiny_config(), tmp_path / "run", verbose=False)
     assert result["stop_reason"] == "interrupted" and result["step"] == 1
+    assert result["signal"] == signal.SIGTERM and engine.exit_code(result["signal"]) == 143
     assert load_checkpoint(tmp_path / "run/checkpoints/last.pt")["step"] == 1
 
 
 def test_sigint_handler_sets_the_flag_then_second_press_aborts():
-    with engine.StopFlag() as flag:
+    with engine.StopSignals() as flag:
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(0.05)
         assert flag.requested
@@ -152,7 +157,7 @@ def test_sigint_handler_sets_the_flag_then_second_press_aborts():
 
 def test_checkpoint_roundtrip_and_corrupt_file_message(tmp_path):
     path = tmp_path / "ck.pt"
-    save_checkpoint({"version": engine.CHECKPOINT_VERSION, "w": torch.arange(5)}, path)
+    save_checkpoint({"version": CHECKPOINT_VERSION, "w": torch.arange(5)}, path)
     assert torch.equal(load_checkpoint(path)["w"], torch.arange(5))
     assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"], "temporary file left behind"
     path.write_bytes(path.read_bytes()[:40])
@@ -166,7 +171,7 @@ def test_sigkill_during_checkpoint_write_leaves_the_last_checkpoint_loadable(tmp
     script = textwrap.dedent(
         f"""
         import torch
-        from contrastive_lab.engine import save_checkpoint, CHECKPOINT_VERSION
+        from contrastive_lab.checkpoints import save_checkpoint, CHECKPOINT_VERSION
         i = 0
         while True:
             i += 1
@@ -199,7 +204,8 @@ def test_ddp_step_on_two_gloo_processes_equals_one_process_on_the_full_batch(tmp
     train(cfg, single, verbose=False)
     run_ranks(_ddp_train_worker, world_size=2, args=(cfg, str(tmp_path / "ddp")))
     a, b = weights(single), weights(tmp_path / "ddp")
-    before = engine.build_method(cfg).state_dict()
+    torch.manual_seed(cfg.seed)
+    before = build_method(cfg).state_dict()
     moved = [k for k in a if a[k].is_floating_point() and not torch.equal(a[k], before[k].double())]
     assert len(moved) > 10, "the step did not change the weights"
     # compare against the size of the step (lr 0.5 moves conv1 by ~2): a wrong gradient, BN or set of
@@ -249,8 +255,8 @@ def test_color_strength_sets_simclr_jitter_unless_jitter_is_off():
 
 def test_eval_size_sets_the_size_evaluation_encodes():
     images = torch.randint(0, 256, (3, 3, 16, 16), dtype=torch.uint8)
-    assert engine.eval_transform(tiny_config())(images).shape == (3, 3, 16, 16)  # 0 -> image_size
-    bigger = engine.eval_transform(tiny_config(image_size=12, eval_size=16))(images)
+    assert engine.config_eval_transform(tiny_config())(images).shape == (3, 3, 16, 16)  # 0 -> image_size
+    bigger = engine.config_eval_transform(tiny_config(image_size=12, eval_size=16))(images)
     assert bigger.shape == (3, 3, 16, 16)
     recipe = engine.view_recipe(tiny_config())
     mean, std = torch.tensor(recipe.mean).view(1, 3, 1, 1), torch.tensor(recipe.std).view(1, 3, 1, 1)
@@ -303,10 +309,9 @@ class FakeClock:
         return self.now
 
 
-def test_fit_to_budget_ends_the_cosine_at_the_budget_and_resume_keeps_it(tmp_path, monkeypatch):
+def test_fit_to_budget_ends_the_cosine_at_the_budget_and_resume_keeps_it(tmp_path):
     cfg = tiny_config(epochs=100, warmup_epochs=1.0, time_budget_s=2.0, fit_to_budget=True)  # <= 300 steps
-    monkeypatch.setattr(engine, "time", FakeClock())
-    straight = train(cfg, tmp_path / "straight", verbose=False)
+    straight = train(cfg, tmp_path / "straight", verbose=False, clock=FakeClock().perf_counter)
     state = load_checkpoint(tmp_path / "straight/checkpoints/last.pt")
     fitted = state["fitted_steps"]
     assert 20 < fitted < 300, fitted  # set from the measured speed, below the 100-epoch cap
@@ -314,10 +319,8 @@ def test_fit_to_budget_ends_the_cosine_at_the_budget_and_resume_keeps_it(tmp_pat
     assert state["scheduler"]["lr_lambdas"][0]["total_steps"] == fitted
     assert state["scheduler"]["_last_lr"][0] == pytest.approx(0.0, abs=1e-12)  # the cosine reached its end
     # stopped after the fit and resumed (the clock starts afresh): the same schedule, the same weights
-    monkeypatch.setattr(engine, "time", FakeClock())
-    train(cfg, tmp_path / "resumed", verbose=False, stop_at_step=fitted - 5)
-    monkeypatch.setattr(engine, "time", FakeClock())
-    resumed = train(cfg, tmp_path / "resumed", resume=True, verbose=False)
+    train(cfg, tmp_path / "resumed", verbose=False, stop_at_step=fitted - 5, clock=FakeClock().perf_counter)
+    resumed = train(cfg, tmp_path / "resumed", resume=True, verbose=False, clock=FakeClock().perf_counter)
     assert resumed["step"] == fitted
     a, b = weights(tmp_path / "straight"), weights(tmp_path / "resumed")
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -338,19 +341,14 @@ def test_fit_to_budget_on_two_gloo_ranks_runs_the_slowest_ranks_schedule(tmp_pat
     run_ranks(_fit_worker, world_size=2, args=(cfg, str(tmp_path / "ddp")))
     ranks = [torch.load(tmp_path / f"ddp/result{r}.pt") for r in (0, 1)]
     assert ranks[0] == ranks[1], ranks  # the same schedule and the same last step on both ranks
-    slow = tmp_path / "slow"
-    engine_time, engine.time = engine.time, FakeClock(tick=0.02)  # rank 1's clock, alone
-    try:
-        alone = train(cfg, slow, verbose=False)
-    finally:
-        engine.time = engine_time
+    alone = train(cfg, tmp_path / "slow", verbose=False, clock=FakeClock(tick=0.02).perf_counter)  # rank 1's clock
     assert ranks[0] == (alone["schedule_steps"], alone["step"])
     assert alone["schedule_steps"] < 150  # the fast rank alone would have fitted about twice as many
 
 
 def _fit_worker(rank, world_size, cfg, out):
-    engine.time = FakeClock(tick=0.01 * (rank + 1))  # rank 1 "runs" at half the speed
-    result = train(cfg, out, verbose=False)
+    clock = FakeClock(tick=0.01 * (rank + 1))  # rank 1 "runs" at half the speed
+    result = train(cfg, out, verbose=False, clock=clock.perf_counter)
     torch.save((result["schedule_steps"], result["step"]), Path(out) / f"result{rank}.pt")
 
 
@@ -402,15 +400,13 @@ class SlowingClock(FakeClock):
         return super().perf_counter()
 
 
-def test_fit_to_budget_refits_when_the_machine_slows(tmp_path, monkeypatch):
+def test_fit_to_budget_refits_when_the_machine_slows(tmp_path):
     """The machine halves its speed after the first fit. Fitted once, the 4 s budget would cut the
     144-step cosine at about step 90, with the lr still near its peak; refitted from the mean speed,
     the schedule shrinks and the run stops at most a few steps short of its end, lr about 0."""
     cfg = tiny_config(epochs=100, warmup_epochs=1.0, time_budget_s=4.0, fit_to_budget=True)
-    monkeypatch.setattr(engine, "time", FakeClock())
-    steady = train(cfg, tmp_path / "steady", verbose=False)
-    monkeypatch.setattr(engine, "time", SlowingClock(0.01, calls=45))  # slows down at step 17
-    slowed = train(cfg, tmp_path / "slowed", verbose=False)
+    steady = train(cfg, tmp_path / "steady", verbose=False, clock=FakeClock().perf_counter)
+    slowed = train(cfg, tmp_path / "slowed", verbose=False, clock=SlowingClock(0.01, calls=45).perf_counter)
     assert slowed["schedule_steps"] < 0.65 * steady["schedule_steps"]
     assert slowed["step"] >= 0.95 * slowed["schedule_steps"]
     state = load_checkpoint(tmp_path / "slowed/checkpoints/last.pt")
@@ -418,16 +414,17 @@ def test_fit_to_budget_refits_when_the_machine_slows(tmp_path, monkeypatch):
 
 
 def test_knn_on_z_is_the_knn_of_the_head_outputs(tmp_path):
-    """knn_eval_hz's z accuracy, recomputed by hand: the head applied to h, then the same kNN."""
-    from contrastive_lab.engine import encode, knn_eval_hz, load_split
+    """The run's kNN monitor's z accuracy, recomputed by hand: the head applied to h, then the same kNN."""
+    from contrastive_lab.engine import encode, load_split
+    from contrastive_lab.engine.run import build_monitor
     from contrastive_lab.evaluate import knn_accuracy
-    from contrastive_lab.methods import build_method
 
     cfg = tiny_config()
     torch.manual_seed(3)
     method = build_method(cfg)
     train_ds, test_ds = load_split(cfg, "train"), load_split(cfg, "test")
-    accs = knn_eval_hz(method.encoder, method.head, train_ds, test_ds, cfg, torch.device("cpu"))
+    monitor = build_monitor(cfg, train_ds, test_ds)
+    accs = monitor(method.encoder, method.head, "cpu")
     h_train, h_test = encode(method.encoder, train_ds.images, cfg, "cpu"), encode(method.encoder, test_ds.images, cfg, "cpu")
     w, b = method.head.linear.weight.detach(), method.head.linear.bias.detach()
     z_acc = knn_accuracy(h_train @ w.T + b, train_ds.labels, h_test @ w.T + b, test_ds.labels, k=10, temperature=0.1)
@@ -436,15 +433,42 @@ def test_knn_on_z_is_the_knn_of_the_head_outputs(tmp_path):
     from contrastive_lab.heads import IdentityHead
 
     for no_projection in (None, torch.nn.Identity(), IdentityHead(method.encoder.feature_dim)):
-        assert set(knn_eval_hz(method.encoder, no_projection, train_ds, test_ds, cfg, "cpu")) == {"h"}
+        assert set(monitor(method.encoder, no_projection, "cpu")) == {"h"}
 
 
 @pytest.mark.parametrize("flag", [True, False])
 def test_prepare_model_converts_convolutions_only_when_asked(flag):
     from contrastive_lab.encoders import GemmGradConv2d
-    from contrastive_lab.methods import build_method
 
     cfg = tiny_config(gemm_weight_grad=flag)
     model = engine.prepare_model(build_method(cfg), cfg, torch.device("cpu"), world=1)
     kinds = {type(m) for m in model.modules() if isinstance(m, torch.nn.Conv2d)}
     assert kinds == ({GemmGradConv2d} if flag else {torch.nn.Conv2d})
+
+
+@pytest.mark.parametrize("name", ["v1_simclr", "v1_moco"])
+def test_checkpoints_written_before_the_redesign_load_and_resume(tmp_path, name):
+    """tests/fixtures/v1_*.pt were written by the engine before methods had options classes (format
+    version 1, a flat config): they load, evaluate and resume. SimCLR resumed from one equals a run
+    trained straight through by today's engine, bit for bit."""
+    import shutil
+
+    from contrastive_lab.checkpoints import checkpoint_config
+    from contrastive_lab.methods import load_method
+
+    fixture = Path(__file__).parent / "fixtures" / f"{name}.pt"
+    state = load_checkpoint(fixture)
+    assert state["version"] == 1 and "options" not in state["config"]
+    cfg, method = load_method(fixture)
+    assert cfg.options == checkpoint_config(state).options and not method.training
+    run = tmp_path / "old"
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copy(fixture, run / "checkpoints" / "last.pt")
+    resumed = train(cfg, run, resume=True, verbose=False)
+    assert resumed["stop_reason"] == "finished" and resumed["step"] == 4
+    if name == "v1_simclr":
+        train(cfg, tmp_path / "straight", verbose=False)
+        a, b = weights(tmp_path / "straight"), weights(run)
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="temperature: .* in the run, 0.3 asked"):
+        train(cfg.replace(temperature=0.3), run, resume=True, verbose=False)

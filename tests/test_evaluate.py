@@ -1,4 +1,5 @@
-"""Tests for contrastive_lab.evaluate: features, weighted kNN, linear probe, subsets, fine-tuning."""
+"""Tests for contrastive_lab.evaluate: features, weighted kNN, the kNN monitor, linear probe, label subsets
+(contrastive_lab.data.label_subset). Fine-tuning is a training run: tests/test_classifier.py."""
 
 from __future__ import annotations
 
@@ -11,15 +12,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from contrastive_lab.data import label_subset
 from contrastive_lab.evaluate import (
     KNNMonitor,
     extract_features,
     feature_alignment_uniformity,
-    finetune,
     knn_accuracy,
+    knn_on_h_and_z,
     knn_predict,
     knn_predict_reference,
-    label_subset,
     linear_probe,
     project_features,
 )
@@ -194,16 +195,22 @@ def test_knn_monitor_on_separable_images():
         train_x, train_y, test_x, test_y, transform=None, k=10, temperature=0.1, batch_size=16
     )
     enc = MeanColour()
-    assert monitor(enc) == 1.0
+    assert monitor(enc) == {"h": 1.0}  # no head: h only
     want = knn_accuracy(extract_features(enc, train_x), train_y, extract_features(enc, test_x), test_y, k=10)
-    assert monitor(enc) == want
+    assert monitor(enc)["h"] == want
+    head = nn.Linear(3, 2)  # with a head that projects, also z = g(h), by the same kNN
+    h_train, h_test = extract_features(enc, train_x), extract_features(enc, test_x)
+    with torch.no_grad():
+        want_z = knn_accuracy(head(h_train), train_y, head(h_test), test_y, k=10)
+    assert monitor(enc, head) == {"h": want, "z": pytest.approx(want_z)}
+    assert knn_on_h_and_z(h_train, train_y, h_test, test_y, head, k=500) == monitor(enc, head)  # k capped at 20
 
     # A constant encoder carries no information: every query sees the same neighbours.
     class Constant(nn.Module):
         def forward(self, x):
             return torch.ones(len(x), 2)
 
-    assert monitor(Constant()) == pytest.approx(1 / 3)
+    assert monitor(Constant())["h"] == pytest.approx(1 / 3)
     with pytest.raises(ValueError, match="k=61 exceeds the number of training features"):
         KNNMonitor(train_x, train_y, test_x, test_y, k=61)
     with pytest.raises(ValueError, match="test_labels has 5 entries"):
@@ -333,43 +340,8 @@ def test_label_subset_errors():
         label_subset(torch.rand(5), 0.5)
 
 
-# ----------------------------------------------------------------------------- fine-tuning
-def test_finetune_tiny_problem():
-    torch.manual_seed(0)
-    enc = TinyEncoder()
-    train_x, train_y = colour_images(20, seed=0, noise=120)
-    test_x, test_y = colour_images(20, seed=1, noise=120)
-    before = copy.deepcopy(enc.state_dict())
-    rng_before = torch.get_rng_state()
-    transform = lambda x: (x.float() / 255 - 0.5) / 0.25
-    kw = dict(fraction=0.5, epochs=6, lr=0.1, batch_size=10, transform=transform, seed=0)
-    out = finetune(enc, train_x, train_y, test_x, test_y, **kw)
-    assert out["num_labelled"] == 30 and len(out["history"]) == 6
-    assert out["top1"] >= 0.9 and out["train_top1"] >= 0.9
-    assert out["history"][-1] < out["history"][0]
-    # The caller's encoder and RNG are untouched; the result is repeatable.
-    assert all(torch.equal(v, before[k]) for k, v in enc.state_dict().items())
-    assert torch.equal(torch.get_rng_state(), rng_before)
-    again = finetune(enc, train_x, train_y, test_x, test_y, **kw)
-    assert again["history"] == out["history"] and again["top1"] == out["top1"]
-    assert out["model"][0] is not enc
-
-
-def test_finetune_errors():
-    x, y = colour_images(4)
-    with pytest.raises(ValueError, match="labels has 11 entries"):
-        finetune(TinyEncoder(), x, y[:11], x, y)
-    with pytest.raises(ValueError, match=r"fraction must be in \(0, 1\]"):
-        finetune(TinyEncoder(), x, y, x, y, fraction=0.0)
-    with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'"):
-        finetune(TinyEncoder(), x, y, x, y, optimizer="rmsprop", epochs=1)
-
-
 # ----------------------------------------------------------------------------- alignment / uniformity
 def test_feature_alignment_uniformity_matches_direct_formulas():
-    pytest.importorskip(
-        "contrastive_lab.losses", reason="contrastive_lab.losses is written by another helper"
-    )
     g = torch.Generator().manual_seed(0)
     z1 = torch.randn(20, 6, generator=g)
     z2 = z1 + 0.3 * torch.randn(20, 6, generator=g)
@@ -394,11 +366,7 @@ def test_cuda_paths():
     x, y = colour_images(10, noise=120)
     feats = extract_features(enc, x, batch_size=7)  # device inferred from the encoder, autocast on
     assert feats.device.type == "cpu" and feats.dtype == torch.float32
-    assert KNNMonitor(x, y, x, y, k=5)(enc) > 0.5
-    cpu_enc = TinyEncoder()
-    out = finetune(cpu_enc, x, y, x, y, fraction=0.5, epochs=2, batch_size=5, device="cuda")
-    assert next(cpu_enc.parameters()).device.type == "cpu"  # only the copy moved
-    assert next(out["model"].parameters()).device.type == "cuda"
+    assert KNNMonitor(x, y, x, y, k=5)(enc)["h"] > 0.5
 
 
 # ----------------------------------------------------------------------------------------

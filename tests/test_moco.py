@@ -1,6 +1,7 @@
-"""MoCo and InstDisc as methods: logits and losses against losses.py, the order of the steps
-(momentum update -> keys -> loss -> enqueue), no gradient into the key encoder, and exact resume of
-the queue, the bank and the momentum schedule through the engine."""
+"""MoCo and InstDisc as methods: logits and losses against losses.py, the order of a step as in MoCo's
+Algorithm 1 (keys -> loss -> [optimizer step] -> momentum update -> enqueue, the last two in
+``after_step``), no gradient into the key encoder, and exact resume of the queue, the bank and the
+momentum schedule through the engine."""
 
 from __future__ import annotations
 
@@ -10,12 +11,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from contrastive_lab.batchnorm import SplitBatchNorm
+from contrastive_lab.checkpoints import load_checkpoint
 from contrastive_lab.encoders import build_encoder
-from contrastive_lab.engine import load_checkpoint, train
+from contrastive_lab.engine import load_split, train, training_images
+from contrastive_lab.engine.run import build_for_data
 from contrastive_lab.heads import build_head
 from contrastive_lab.losses import info_nce, info_nce_reference, nce_memory_bank
-from contrastive_lab.memory import SplitBatchNorm, cosine_momentum, momentum_update_reference_
-from contrastive_lab.methods import METHODS, InstDisc, MoCo, build_method
+from contrastive_lab.methods import METHODS, Batch, InstDisc, MoCo, Progress, build_method
+from contrastive_lab.momentum import cosine_momentum, momentum_update_reference_
 from contrastive_lab.optim import build_optimizer
 from contrastive_lab.presets import get_preset
 
@@ -39,6 +43,15 @@ def _views(seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(N, 3, S, S, generator=g), torch.randn(N, 3, S, S, generator=g)
 
 
+def _batch(*views, index=None) -> Batch:
+    return Batch(list(views), torch.arange(N) if index is None else index)
+
+
+def _after(method, step: int, total: int = 10) -> None:
+    """What the engine does after the optimizer step."""
+    method.after_step(Progress(step=step, total_steps=total, steps_per_epoch=1))
+
+
 # --------------------------------------------------------------------------- MoCo
 
 
@@ -56,8 +69,8 @@ def test_moco_logits_have_the_positive_at_index_0_and_match_info_nce():
     torch.testing.assert_close(ce, info_nce_reference(q, k, queue, temperature=0.2), rtol=1e-5, atol=1e-5)
 
 
-def test_moco_step_order_momentum_update_keys_loss_then_enqueue():
-    """forward() == [EMA update; InfoNCE(q, k, queue before the step); enqueue k], checked by hand."""
+def test_a_step_is_infonce_against_the_queue_then_the_momentum_update_then_enqueue():
+    """forward() == InfoNCE(q, k, queue before the step); after_step() == [EMA update (Eq. 2); enqueue k]."""
     moco = _moco(momentum=0.9)
     with torch.no_grad():  # make the two encoders differ, so the EMA update is visible
         for p in moco.encoder.parameters():
@@ -66,14 +79,16 @@ def test_moco_step_order_momentum_update_keys_loss_then_enqueue():
     x1, x2 = _views()
     queue_before = moco.queue.ordered()
     torch.manual_seed(5)
-    loss, logs = moco(x1, x2, torch.arange(N))
+    loss, logs = moco(_batch(x1, x2))
+    torch.manual_seed(5)  # the same shuffle permutation
+    q, k = by_hand.queries(x1), by_hand.keys(x2)
+    torch.testing.assert_close(loss, info_nce(q, k, queue_before, temperature=0.07), rtol=1e-5, atol=1e-6)
+    assert torch.equal(moco.queue.ordered(), queue_before)  # nothing is enqueued before the step
+    _after(moco, step=1)
     momentum_update_reference_(by_hand.key_encoder, by_hand.encoder, 0.9)
     momentum_update_reference_(by_hand.key_head, by_hand.head, 0.9)
     for a, b in zip(moco.key_encoder.parameters(), by_hand.key_encoder.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
-    torch.manual_seed(5)  # the same shuffle permutation
-    q, k = by_hand.queries(x1), by_hand.keys(x2)
-    torch.testing.assert_close(loss, info_nce(q, k, queue_before, temperature=0.07), rtol=1e-5, atol=1e-6)
     assert int(moco.step) == 1 and int(moco.queue.ptr) == N
     torch.testing.assert_close(moco.queue.ordered()[-N:], k, rtol=1e-5, atol=1e-6)  # enqueued after
     torch.testing.assert_close(moco.queue.ordered()[:-N], queue_before[N:])  # the oldest N left
@@ -83,7 +98,7 @@ def test_moco_step_order_momentum_update_keys_loss_then_enqueue():
 def test_no_gradient_reaches_the_key_encoder_and_the_optimizer_skips_it():
     moco = _moco()
     x1, x2 = _views()
-    loss, _ = moco(x1, x2)
+    loss, _ = moco(_batch(x1, x2))
     loss.backward()
     key_params = [*moco.key_encoder.parameters(), *moco.key_head.parameters()]
     assert all(not p.requires_grad and p.grad is None for p in key_params)
@@ -108,8 +123,8 @@ def test_symmetric_loss_is_the_sum_of_both_directions_and_enqueues_both_key_sets
     ref = copy.deepcopy(moco)
     x1, x2 = _views()
     torch.manual_seed(3)
-    loss, _ = moco(x1, x2)
-    ref.update_key_encoder()
+    loss, _ = moco(_batch(x1, x2))
+    _after(moco, step=1)
     torch.manual_seed(3)
     loss_12, _, k2 = ref.contrastive_loss(x1, x2)
     loss_21, _, k1 = ref.contrastive_loss(x2, x1)
@@ -120,13 +135,16 @@ def test_symmetric_loss_is_the_sum_of_both_directions_and_enqueues_both_key_sets
 def test_cosine_momentum_schedule_follows_the_step_counter():
     moco = _moco(momentum=0.9, ema_schedule="cosine", total_steps=4)
     x1, x2 = _views()
-    seen = [float(moco(x1, x2)[1]["ema_m"]) for _ in range(5)]
+    seen = []
+    for t in range(5):  # ema_m logs the m of the latest update: m_t after t steps
+        seen.append(float(moco(_batch(x1, x2))[1]["ema_m"]))
+        _after(moco, step=t + 1, total=4)
     assert seen == pytest.approx([cosine_momentum(t, 4, 0.9) for t in range(5)])
     assert seen[-1] == pytest.approx(1.0) and int(moco.step) == 5
     moco.eval()  # evaluation neither updates nor enqueues
     ptr, step = int(moco.queue.ptr), int(moco.step)
-    moco(x1, x2)
-    assert (int(moco.queue.ptr), int(moco.step)) == (ptr, step)
+    moco(_batch(x1, x2))
+    assert (int(moco.queue.ptr), int(moco.step)) == (ptr, step) and not moco._pending
 
 
 def test_moco_rejects_bad_settings():
@@ -152,7 +170,9 @@ def test_instdisc_nce_loss_matches_losses_and_updates_the_bank_after_the_loss():
     index = torch.tensor([3, 7, 0, 39, 12, 5, 21, 30])
     bank_before = model.bank.bank.clone()
     torch.manual_seed(11)
-    loss, logs = model(x1, None, index)
+    loss, logs = model(Batch([x1], index))
+    assert torch.equal(model.bank.bank, bank_before)  # the bank is written after the step
+    _after(model, step=1)
     torch.manual_seed(11)  # the same noise draws
     neg = model.bank.sample_negatives(index, 12)
     f = F.normalize(model.head(model.encoder(x1)), dim=1)
@@ -173,7 +193,7 @@ def test_instdisc_infonce_and_proximal_term():
     index = torch.arange(N)
     bank_before = model.bank.bank.clone()
     torch.manual_seed(2)
-    loss, _ = model(x1, None, index)
+    loss, _ = model(Batch([x1], index))
     torch.manual_seed(2)
     neg = model.bank.sample_shared_negatives(index, 12)
     assert not torch.isin(neg, index).any()
@@ -185,7 +205,7 @@ def test_instdisc_infonce_and_proximal_term():
 
 def test_instdisc_needs_the_index_and_a_sensible_k():
     with pytest.raises(ValueError, match="needs the dataset indices"):
-        _instdisc()(*_views())
+        _instdisc()(Batch([_views()[0]], None))
     with pytest.raises(ValueError, match="num_negatives=40 must be smaller than the 40 images"):
         _instdisc(k=40)
     with pytest.raises(ValueError, match="bank_loss must be one of"):
@@ -199,21 +219,30 @@ def tiny(preset: str, **changes):
     base = dict(
         dataset="synthetic", synthetic_size=96, image_size=8, width=0.125, batch_size=32, epochs=1,
         precision="fp32", knn_every=0, knn_k=10, checkpoint_every=1000, figures=False, bn_splits=4,
+        view_ops="crop,flip,jitter,gray",  # 8-px views are too small for MoCo v2's blur kernel
     )
     return get_preset(preset).replace(**{**base, **changes})
+
+
+def _built(cfg):
+    """The method as the engine builds it: with the counts of the (subset of the) training split."""
+    method, ctx, _ = build_for_data(cfg, training_images(cfg, load_split(cfg, cfg.train_split)), world=1)
+    return method
 
 
 def test_presets_build_their_methods():
     assert {"moco_v1", "moco_v2", "instdisc"} <= set(METHODS)
     for name in ("moco-v1-cifar10-cpu", "moco-v2-cifar10-cpu", "instdisc-cifar10-cpu"):
-        method = build_method(tiny(name, num_negatives=16))
+        method = _built(tiny(name, **({"num_negatives": 16} if "instdisc" in name else {})))
         assert sum(isinstance(m, SplitBatchNorm) for m in method.encoder.modules()) > 0
     for name in ("moco-v1-imagenet-r50", "moco-v2-imagenet-r50", "instdisc-imagenet-r50"):
         cfg = get_preset(name)
         assert cfg.batch_size == 256 and cfg.epochs == 200 and cfg.lr == 0.03
-    assert build_method(tiny("instdisc-cifar10-cpu", subset=64, num_negatives=8)).bank.size == 64
-    moco = build_method(tiny("moco-v2-cifar10-cpu", ema_schedule="cosine", epochs=4, max_steps=5))
+    assert _built(tiny("instdisc-cifar10-cpu", subset=64, num_negatives=8)).bank.size == 64
+    moco = _built(tiny("moco-v2-cifar10-cpu", ema_schedule="cosine", epochs=4, max_steps=5))
     assert moco.total_steps == 5 and moco.head.out_dim == 128
+    with pytest.raises(ValueError, match="memory bank needs the number of training images"):
+        build_method(tiny("instdisc-cifar10-cpu", num_negatives=8))  # no counts given
 
 
 def _state(run) -> dict[str, torch.Tensor]:
@@ -238,6 +267,7 @@ def test_resume_restores_queue_bank_and_schedule_bit_for_bit(tmp_path, preset, c
     assert set(buffers) <= set(a)
     for key in a:
         assert torch.equal(a[key], b[key]), f"{key} differs after resume"
-    fresh = build_method(cfg).state_dict()
+    torch.manual_seed(cfg.seed)
+    fresh = _built(cfg).state_dict()
     for key in buffers:  # the buffers really moved during training
         assert not torch.equal(a[key], fresh[key]), f"{key} never changed"

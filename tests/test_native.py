@@ -1,31 +1,29 @@
-"""The compiled view kernels (contrastive_lab.native: crop + resize + flip, colour jitter +
-grayscale) against torchvision and against the PyTorch versions in augment (the readable
+"""The compiled view kernels (contrastive_lab.views.native: crop + resize + flip, colour jitter +
+grayscale) against torchvision and against the PyTorch versions in views.ops (the readable
 definitions), plus their build, cache and fallback."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import stat
 
 import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from contrastive_lab import augment as A
-from contrastive_lab import native
+from contrastive_lab import runtime
+from contrastive_lab import views as A
+from contrastive_lab.views import native
 
 OPS = ["brightness", "contrast", "saturation", "hue"]
 PLAIN = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
-needs_cc = pytest.mark.skipif(not (os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-                                   or shutil.which("clang")), reason="no C compiler on this machine")
+needs_cc = pytest.mark.skipif(runtime.c_compiler() is None, reason="no C compiler on this machine")
 
 
 @pytest.fixture(autouse=True)
 def fresh_library(tmp_path_factory, monkeypatch):
     """Each test builds into (or reuses) a private cache and sees a fresh module state."""
-    monkeypatch.setenv(native.CACHE_ENV, str(tmp_path_factory.getbasetemp() / "native-cache"))
-    monkeypatch.delenv(native.NATIVE_ENV, raising=False)
+    monkeypatch.setenv(runtime.CACHE_ENV, str(tmp_path_factory.getbasetemp() / "native-cache"))
+    monkeypatch.delenv(runtime.NATIVE_ENV, raising=False)
     native._library.cache_clear()
     yield
     native._library.cache_clear()
@@ -189,18 +187,18 @@ def test_crop_rejects_bad_input():
 @pytest.mark.parametrize("value, expected", [("", "auto"), ("auto", "auto"), ("1", "on"), ("on", "on"),
                                              ("0", "off"), ("false", "off")])
 def test_mode_switch(monkeypatch, value, expected):
-    monkeypatch.setenv(native.NATIVE_ENV, value)
-    assert native.mode() == expected
+    monkeypatch.setenv(runtime.NATIVE_ENV, value)
+    assert runtime.native_mode() == expected
 
 
 def test_mode_switch_rejects_unknown_values(monkeypatch):
-    monkeypatch.setenv(native.NATIVE_ENV, "fast")
+    monkeypatch.setenv(runtime.NATIVE_ENV, "fast")
     with pytest.raises(ValueError, match="CONTRASTIVE_LAB_NATIVE='fast' is not understood"):
-        native.mode()
+        runtime.native_mode()
 
 
 def test_off_means_pytorch_and_native_true_then_fails_clearly(monkeypatch):
-    monkeypatch.setenv(native.NATIVE_ENV, "0")
+    monkeypatch.setenv(runtime.NATIVE_ENV, "0")
     x8 = torch.zeros(2, 3, 8, 8, dtype=torch.uint8)
     assert not native.available()
     assert not A.BatchedViews("simclr_cifar")._use_native(torch.zeros(1, 3, 2, 2))
@@ -219,7 +217,7 @@ def fake_compiler(tmp_path, stderr: str) -> str:
                                          ("FAKE", "failed to compile colour.c, crop.c")])
 def test_without_a_compiler_auto_mode_warns_and_falls_back(tmp_path, monkeypatch, cc, message):
     monkeypatch.setenv("CC", fake_compiler(tmp_path, "error: no such thing") if cc == "FAKE" else cc)
-    monkeypatch.setenv(native.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(runtime.CACHE_ENV, str(tmp_path / "cache"))
     x8 = (torch.rand(6, 3, 16, 16, generator=gen(9)) * 255).to(torch.uint8)
     with pytest.warns(UserWarning, match=f"PyTorch view pipeline.*{message}"):
         out = A.BatchedViews(A.simclr_cifar(size=12))(x8, gen(10))
@@ -229,14 +227,14 @@ def test_without_a_compiler_auto_mode_warns_and_falls_back(tmp_path, monkeypatch
 
 def test_without_a_compiler_required_mode_raises(tmp_path, monkeypatch):
     monkeypatch.setenv("CC", fake_compiler(tmp_path, "error: unknown flag"))
-    monkeypatch.setenv(native.NATIVE_ENV, "1")
+    monkeypatch.setenv(runtime.NATIVE_ENV, "1")
     with pytest.raises(native.NativeBuildError, match="(?s)CONTRASTIVE_LAB_NATIVE=1.*unknown flag"):
         A.BatchedViews(A.simclr_cifar(size=8))(torch.zeros(2, 3, 8, 8, dtype=torch.uint8))
 
 
 @needs_cc
 def test_the_library_is_built_once_and_then_reused(tmp_path, monkeypatch):
-    monkeypatch.setenv(native.CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv(runtime.CACHE_ENV, str(tmp_path))
     first = native.build()
     assert first.parent == tmp_path and first.suffix == ".so"
     assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no temporary files left

@@ -1,17 +1,22 @@
 """Packaging contracts: environment.yml and pyproject.toml name the same packages, the
-constraints file pins every one of them exactly, and `make lab` opens the .py chapters as notebooks."""
+constraints file pins every one of them exactly, the wheel ships the C sources of the view kernels,
+and `make lab` opens the .py chapters as notebooks."""
 
 from __future__ import annotations
 
 import json
 import re
 import shlex
+import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 import tomllib
+
+from contrastive_lab.views import native
 
 ROOT = Path(__file__).resolve().parents[1]
 CONDA_TO_PIP = {"pytorch": "torch"}  # conda-forge package name -> PyPI name
@@ -89,6 +94,25 @@ def test_every_declared_dependency_is_pinned():
         if line and not line.startswith("#")
     }
     assert (runtime | dev) <= pinned, f"not pinned: {sorted((runtime | dev) - pinned)}"
+
+
+def test_the_wheel_ships_the_c_sources_of_the_view_kernels(tmp_path: Path) -> None:
+    """Built from a copy of the package (no build/ or egg-info written into the checkout): the .c files
+    that views/native.py compiles on first use must be inside the wheel, beside native.py."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    shutil.copytree(ROOT / "contrastive_lab", src / "contrastive_lab",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+                           "-q", "-w", str(tmp_path / "dist"), str(src)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"pip wheel failed:\n{proc.stderr[-3000:]}"
+    (wheel,) = (tmp_path / "dist").glob("contrastive_lab-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert "contrastive_lab/views/native.py" in names
+    missing = [c for c in native.SOURCES if f"contrastive_lab/views/csrc/{c}" not in names]
+    assert not missing, f"the wheel lacks {missing}: check [tool.setuptools.package-data] in pyproject.toml"
 
 
 # ----------------------------------------------------------------- make lab

@@ -26,20 +26,14 @@ import torch
 from PIL import Image
 
 from contrastive_lab import engine
-from contrastive_lab.data import ImageFolderDataset, make_synthetic
-from contrastive_lab.engine import (
-    Classifier,
-    EpochBatchSampler,
-    LoaderBatches,
-    StepDecay,
-    build_lr_schedule,
-    forward_backward,
-    load_checkpoint,
-    read_subset_file,
-    select_labelled,
-    train,
-)
-from contrastive_lab.presets import PRESETS, apply_overrides, get_preset, parse_milestones
+from contrastive_lab.checkpoints import checkpoint_config, load_checkpoint
+from contrastive_lab.config import parse_milestones
+from contrastive_lab.data import ImageFolderDataset, make_synthetic, read_subset_file, select_labelled
+from contrastive_lab.engine import EpochBatchSampler, LoaderBatches, forward_backward, train
+from contrastive_lab.engine.run import lr_schedule
+from contrastive_lab.methods import Batch, Classifier, build_config_encoder, build_method
+from contrastive_lab.optim import StepDecay
+from contrastive_lab.presets import PRESETS, apply_overrides, get_preset
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ("ant", "bee")
@@ -61,11 +55,12 @@ def write_imagefolder(root: Path) -> Path:
 
 
 def tiny(root: Path, **extra) -> list[str]:
-    """key=value overrides that shrink an ImageNet preset to seconds on a CPU. (channels_last is off:
-    PyTorch's CPU batch norm sums less precisely in that layout, which would blur 1-vs-2-process checks.)"""
+    """key=value overrides that shrink an ImageNet preset to seconds on a CPU (MoCo adds queue_size=32,
+    InstDisc num_negatives=8: those keys are their methods' own). (channels_last is off: PyTorch's CPU
+    batch norm sums less precisely in that layout, which would blur 1-vs-2-process checks.)"""
     values = dict(data_root=root, encoder="resnet10", width=0.125, image_size=32, batch_size=8, num_workers=0,
                   device="cpu", precision="fp32", figures="false", knn_k=5, checkpoint_every=1000,
-                  queue_size=32, num_negatives=8, channels_last="false")
+                  channels_last="false")
     values.update(extra)
     return [f"{k}={v}" for k, v in values.items()]
 
@@ -146,9 +141,9 @@ def preset_runs(folder, simclr_runs) -> dict[str, Path]:
     ckpt = simclr_runs["ddp"] / "checkpoints" / "last.pt"
     jobs, runs = [], {}
     for preset, extra in [
-        ("moco-v2-imagenet-r50", ["--stop-at-step", "2", *tiny(folder, max_steps=4)]),
-        ("moco-v1-imagenet-r50", tiny(folder, max_steps=2)),
-        ("instdisc-imagenet-r50", tiny(folder, max_steps=2)),
+        ("moco-v2-imagenet-r50", ["--stop-at-step", "2", *tiny(folder, max_steps=4, queue_size=32)]),
+        ("moco-v1-imagenet-r50", tiny(folder, max_steps=2, queue_size=32)),
+        ("instdisc-imagenet-r50", tiny(folder, max_steps=2, num_negatives=8)),
         ("linear-eval-moco-imagenet", tiny(folder, max_steps=2, init_checkpoint=ckpt)),
         ("linear-eval-simclr-imagenet", tiny(folder, max_steps=2, init_checkpoint=ckpt)),
         ("finetune-simclr-imagenet-1pct", tiny(folder, max_steps=2, init_checkpoint=ckpt,
@@ -160,10 +155,11 @@ def preset_runs(folder, simclr_runs) -> dict[str, Path]:
     for name, precision in (("moco-straight", "fp32"), ("moco-fp64", "fp64")):
         runs[name] = tmp / name
         jobs.append({"args": ["train", "--preset", "moco-v2-imagenet-r50", "--out", str(runs[name]),
-                              *tiny(folder, max_steps=4, precision=precision)], "dump": str(runs[name] / "state")})
+                              *tiny(folder, max_steps=4, precision=precision, queue_size=32)],
+                     "dump": str(runs[name] / "state")})
     moco = runs["moco-v2-imagenet-r50"]
     jobs.append({"args": ["train", "--preset", "moco-v2-imagenet-r50", "--out", str(moco), "--resume",
-                          *tiny(folder, max_steps=4)], "dump": str(moco / "resumed")})
+                          *tiny(folder, max_steps=4, queue_size=32)], "dump": str(moco / "resumed")})
     run_plan(tmp, jobs)
     return runs
 
@@ -176,9 +172,9 @@ def rank_states(prefix: str | Path) -> list[dict[str, torch.Tensor]]:
 def test_simclr_imagenet_preset_on_two_ranks_equals_one_process_on_the_full_batch(simclr_runs):
     """Global BN + NT-Xent with gather-with-gradient + per-image seeded views: the same step."""
     single, ddp = weights(simclr_runs["single"]), weights(simclr_runs["ddp"])
-    cfg = engine.config_from_checkpoint(load_checkpoint(simclr_runs["single"] / "checkpoints/last.pt"))
+    cfg = checkpoint_config(load_checkpoint(simclr_runs["single"] / "checkpoints/last.pt"))
     torch.manual_seed(cfg.seed)
-    before = engine.build_method(cfg).state_dict()
+    before = build_method(cfg).state_dict()
     moved = [k for k in single if single[k].is_floating_point() and not torch.equal(single[k], before[k])]
     assert len(moved) > 10, "the step did not change the weights"
     assert_states_match_in_fp64(single, ddp)
@@ -230,11 +226,12 @@ def test_moco_resumed_on_two_ranks_equals_two_ranks_straight_through_bit_for_bit
 @pytest.mark.distributed
 def test_moco_on_two_ranks_equals_one_process_in_float64(folder, preset_runs, tmp_path):
     """4 MoCo v2 steps (shuffling BN, gathered queue, global BN) on 2 ranks == 1 process on the full batch."""
-    cfg = apply_overrides(get_preset("moco-v2-imagenet-r50"), tiny(folder, max_steps=4, precision="fp64"))
+    cfg = apply_overrides(get_preset("moco-v2-imagenet-r50"), tiny(folder, max_steps=4, precision="fp64",
+                                                                   queue_size=32))
     train(cfg, tmp_path / "single", verbose=False)
     single, ddp = weights(tmp_path / "single"), weights(preset_runs["moco-fp64"])
     torch.manual_seed(cfg.seed)
-    before = engine.build_method(cfg).state_dict()
+    before = build_method(cfg).state_dict()
     assert sum(not torch.equal(single[k].float(), before[k].float()) for k in single) > 10, "no step was taken"
     assert_states_match_in_fp64(single, ddp)
 
@@ -254,7 +251,7 @@ def test_linear_eval_keeps_the_encoder_and_finetuning_changes_it(simclr_runs, pr
         assert 0.0 <= result["top1"] <= 1.0
         assert engine.read_metrics(preset_runs[preset] / "metrics.csv")[-1]["val_top1"] == result["top1"]
     text = (preset_runs["finetune-simclr-imagenet-1pct"] / "config.json").read_text()
-    assert json.loads(text)["label_subset_file"].endswith("subset.txt")
+    assert json.loads(text)["options"]["label_subset_file"].endswith("subset.txt")
 
 
 def test_eval_verb_points_imagefolder_runs_to_the_linear_eval_presets(simclr_runs, capsys):
@@ -290,8 +287,10 @@ def test_epoch_batch_sampler_shards_cover_each_global_batch_once_for_any_world_s
 
 def _loader_views(folder: Path, world: int, rank: int, **changes) -> list[tuple]:
     cfg = get_preset("simclr-imagenet-r50").replace(image_size=32, batch_size=8, seed=1, **changes)
-    batches = LoaderBatches(ImageFolderDataset(folder / "train"), cfg, rank, world, device="cpu")
-    return [list(batches.epoch(e)) for e in (0, 1)]
+    recipes = [engine.view_recipe(cfg)] * 2
+    batches = LoaderBatches(ImageFolderDataset(folder / "train"), recipes, cfg, rank, world, device="cpu",
+                            with_labels=True)
+    return [[(*b.views, b.labels, b.index) for b in batches.epoch(e)] for e in (0, 1)]
 
 
 @pytest.mark.parametrize("gpu_views", [False, True])
@@ -309,14 +308,16 @@ def test_loader_views_do_not_depend_on_world_size_or_worker_count(folder, gpu_vi
 
 def test_loader_keeps_its_workers_between_epochs_and_leaves_the_global_rng_alone(folder):
     cfg = get_preset("simclr-imagenet-r50").replace(image_size=32, batch_size=8, num_workers=1)
-    batches = LoaderBatches(ImageFolderDataset(folder / "train"), cfg, 0, 1, device="cpu")
+    recipes = [engine.view_recipe(cfg)] * 2
+    batches = LoaderBatches(ImageFolderDataset(folder / "train"), recipes, cfg, 0, 1, device="cpu")
     list(batches.epoch(0))
     loader = batches.loader
     assert loader.persistent_workers and not loader.pin_memory  # pinned memory only for CUDA
     list(batches.epoch(1))
     assert batches.loader is loader
     state = torch.get_rng_state()
-    single = LoaderBatches(ImageFolderDataset(folder / "train"), cfg.replace(num_workers=0), 0, 1, device="cpu")
+    single = LoaderBatches(ImageFolderDataset(folder / "train"), recipes, cfg.replace(num_workers=0), 0, 1,
+                           device="cpu")
     next(single.epoch(0))
     assert torch.equal(torch.get_rng_state(), state)
 
@@ -342,14 +343,15 @@ def test_accumulated_step_equals_sgd_on_the_mean_of_micro_batch_gradients(tmp_pa
         cfg = _tiny_simclr(accum_steps=accum)
         train(cfg, tmp_path / f"run{accum}", verbose=False)
         torch.manual_seed(cfg.seed)
-        method = engine.build_method(cfg)
+        method = build_method(cfg)
         w0 = {k: v.clone() for k, v in method.state_dict().items()}
-        batches = engine.build_batches(cfg, engine.load_split(cfg, "train"), torch.device("cpu"), 0, 1)
-        view1, view2, _, index = next(batches.epoch(0))
+        batches = engine.TensorBatches(engine.load_split(cfg, "train"), [engine.view_recipe(cfg)] * 2, cfg,
+                                       torch.device("cpu"), 0, 1)
+        batch = next(batches.epoch(0))
         grads = []
-        for x1, x2, i in zip(view1.chunk(accum), view2.chunk(accum), index.chunk(accum)):
+        for part in batch.chunk(accum):
             method.zero_grad()
-            method(x1, x2, i)[0].backward()
+            method(part)[0].backward()
             grads.append({n: p.grad.clone() for n, p in method.named_parameters()})
         expected = {n: w0[n] - 0.5 * sum(g[n] for g in grads) / accum for n in grads[0]}
         got[accum] = weights(tmp_path / f"run{accum}")
@@ -368,7 +370,8 @@ class _PerSample(torch.nn.Module):
         self.lin = torch.nn.Linear(4, 2)
         self.no_sync_calls = 0
 
-    def forward(self, x1, x2, t):
+    def forward(self, batch):
+        x1, x2 = batch.views
         loss = ((self.lin(x1) - x2) ** 2).sum(1).mean()
         return loss, {"loss": loss.detach()}
 
@@ -381,23 +384,23 @@ def test_forward_backward_without_batch_coupling_equals_the_full_batch_gradient(
     g = torch.Generator().manual_seed(0)
     x1, x2, t = torch.randn(12, 4, generator=g), torch.randn(12, 2, generator=g), torch.arange(12)
     model = _PerSample()
-    model(x1, x2, t)[0].backward()
+    model(Batch([x1, x2], t))[0].backward()
     full = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
-    loss, logs = forward_backward(model, x1, x2, t, 3, torch.autocast("cpu", enabled=False), lambda v: None)
+    loss, logs = forward_backward(model, Batch([x1, x2], t), 3, torch.autocast("cpu", enabled=False), lambda v: None)
     for p, f in zip(model.parameters(), full):
         torch.testing.assert_close(p.grad, f)
     assert model.no_sync_calls == 2  # gradient sync only with the last of the 3 micro-batches
     # the mean over micro-batches is accumulated in float64 (logs averaged over ranks stay exact)
     assert loss.dtype == torch.float64
-    torch.testing.assert_close(loss, model(x1, x2, t)[0].detach().double())
+    torch.testing.assert_close(loss, model(Batch([x1, x2], t))[0].detach().double())
 
     def refuse(loss):
         raise ValueError("stop before backward")
 
     model.zero_grad()
     with pytest.raises(ValueError, match="stop before backward"):
-        forward_backward(model, x1, x2, t, 2, torch.autocast("cpu", enabled=False), refuse)
+        forward_backward(model, Batch([x1, x2], t), 2, torch.autocast("cpu", enabled=False), refuse)
     assert all(p.grad is None for p in model.parameters())
 
 
@@ -419,7 +422,7 @@ def test_step_schedule_follows_mocos_linear_eval_rule():
     assert (cfg.lr, cfg.epochs, cfg.weight_decay, cfg.lr_milestones) == (30.0, 100, 0.0, "60,80")
     steps_per_epoch = 3
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
-    sched = build_lr_schedule(opt, cfg, total_steps=100 * steps_per_epoch, steps_per_epoch=steps_per_epoch)
+    sched = lr_schedule(opt, cfg, total_steps=100 * steps_per_epoch, steps_per_epoch=steps_per_epoch)
     for step in range(100 * steps_per_epoch):
         epoch = step // steps_per_epoch
         expected = 30.0 * 0.1 ** (epoch >= 60) * 0.1 ** (epoch >= 80)
@@ -442,12 +445,13 @@ def test_schedule_and_milestone_validation():
 
 def test_imagenet_presets_carry_the_papers_hyperparameters():
     s = get_preset("simclr-imagenet-r50")  # SimCLR Sec. 2.3 / App. B.1
-    assert (s.batch_size, s.optimizer, s.base_lr, s.lr_scaling, s.weight_decay, s.temperature) == (
+    assert (s.batch_size, s.optimizer, s.base_lr, s.lr_scaling, s.weight_decay, s.options.temperature) == (
         4096, "lars", 0.3, "linear", 1e-6, 0.1)
-    assert (s.warmup_epochs, s.head, s.recipe, s.image_size) == (10.0, "simclr_v1", "simclr_imagenet", 224)
+    assert (s.warmup_epochs, s.options.head, s.recipe, s.image_size) == (10.0, "simclr_v1", "simclr_imagenet", 224)
     assert engine.resolve_lr(s) == pytest.approx(4.8)
     m = get_preset("moco-v2-imagenet-r50")  # MoCo v2 Table 1
-    assert (m.batch_size, m.lr, m.queue_size, m.momentum_ema, m.temperature, m.epochs) == (
+    o = m.options
+    assert (m.batch_size, m.lr, o.queue_size, o.momentum_ema, o.temperature, m.epochs) == (
         256, 0.03, 65536, 0.999, 0.2, 200)
     lin = get_preset("linear-eval-simclr-imagenet")  # SimCLR App. B.6
     assert lin.nesterov and lin.epochs == 90 and engine.resolve_lr(lin) == pytest.approx(1.6)
@@ -465,12 +469,12 @@ def test_classifier_freezes_the_encoder_and_its_batch_norm():
     assert not encoder.training and clf.fc.training
     assert all(not p.requires_grad for p in encoder.parameters())
     x, y = torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 0])
-    loss, logs = clf(x, x, y)
+    loss, logs = clf(Batch([x], torch.arange(4), y))
     torch.testing.assert_close(loss, torch.log(torch.tensor(3.0)))  # zero-initialised fc: uniform logits
     loss.backward()
     assert clf.fc.weight.grad is not None and encoder.conv1.weight.grad is None
     with pytest.raises(ValueError, match="needs the labels"):
-        clf(x, x)
+        clf(Batch([x], torch.arange(4)))
     tuned = Classifier(build_encoder("resnet10", width=0.125), 3, freeze=False).train()
     assert tuned.encoder.training
 
@@ -478,16 +482,16 @@ def test_classifier_freezes_the_encoder_and_its_batch_norm():
 def test_linear_run_reports_the_top1_of_its_checkpoint(tmp_path):
     cfg = _tiny_simclr(method="linear", init_checkpoint="random", max_steps=2, lr=0.1, label_fraction=0.5)
     result = train(cfg, tmp_path / "lin", verbose=False)
-    clf = Classifier(engine.build_encoder("resnet10", **engine.encoder_kwargs(cfg)), 10, freeze=True)
+    clf = Classifier(build_config_encoder(cfg), 10, freeze=True)
     clf.load_state_dict(weights(tmp_path / "lin"))
     test = make_synthetic(n=32, image_size=16, seed=cfg.seed, split="test")
     with torch.no_grad():
-        predicted = clf.eval().logits(engine.eval_transform(cfg)(test.images)).argmax(1)
+        predicted = clf.eval().classify(engine.config_eval_transform(cfg)(test.images)).argmax(1)
     assert result["top1"] == pytest.approx(float((predicted == test.labels).float().mean()))
     with pytest.raises(ValueError, match="set init_checkpoint=RUN/checkpoints/last.pt"):
         train(cfg.replace(init_checkpoint=""), tmp_path / "x", verbose=False)
-    with pytest.raises(ValueError, match="select labelled images for method=linear"):
-        train(cfg.replace(method="simclr"), tmp_path / "y", verbose=False)
+    with pytest.raises(ValueError, match=r"unknown config key\(s\) \['label_fraction'\] for method 'simclr'"):
+        cfg.replace(method="simclr", label_fraction=0.5)  # labelled subsets are the classifiers' option
 
 
 def test_subset_file_selects_images_by_file_name(folder, tmp_path):
@@ -495,24 +499,26 @@ def test_subset_file_selects_images_by_file_name(folder, tmp_path):
     assert len(names) == 8 and names[0] == "ant_train_000.png"
     ds = ImageFolderDataset(folder / "train")
     cfg = get_preset("finetune-simclr-imagenet-1pct").replace(label_subset_file=str(folder / "subset.txt"))
-    subset = select_labelled(ds, cfg)
+    select = lambda c: select_labelled(ds, fraction=c.options.label_fraction, seed=c.seed, data_root=c.data_root,
+                                       subset_file=c.options.label_subset_file or None)
+    subset = select(cfg)
     assert sorted(Path(p).name for p, _ in subset.samples) == sorted(names)
     assert subset.labels.tolist() == [0] * 4 + [1] * 4 and subset.classes == list(CLASSES)
     image, label = subset[5]
     assert label == 1 and image.dtype == torch.uint8
     # relative to the data root when not found from the working directory
-    rel = select_labelled(ds, cfg.replace(label_subset_file="subset.txt", data_root=str(folder)))
+    rel = select(cfg.replace(label_subset_file="subset.txt", data_root=str(folder)))
     assert len(rel) == 8
     bad = tmp_path / "bad.txt"
     bad.write_text("ant_train_000.png\nn01440764_10026.JPEG\n")
     with pytest.raises(ValueError, match=r"1 of the 2 names in .*bad.txt are not in .*n01440764_10026"):
-        select_labelled(ds, cfg.replace(label_subset_file=str(bad)))
+        select(cfg.replace(label_subset_file=str(bad)))
     with pytest.raises(FileNotFoundError, match="label_subset_file 'missing.txt' not found"):
-        select_labelled(ds, cfg.replace(label_subset_file="missing.txt"))
+        select(cfg.replace(label_subset_file="missing.txt"))
     with pytest.raises(ValueError, match="not both"):
-        select_labelled(ds, cfg.replace(label_fraction=0.5))
+        cfg.replace(label_fraction=0.5)
     with pytest.raises(ValueError, match="needs dataset=imagefolder"):
-        select_labelled(make_synthetic(n=20, image_size=8), cfg.replace(dataset="synthetic"))
+        select_labelled(make_synthetic(n=20, image_size=8), subset_file=str(folder / "subset.txt"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -620,18 +626,19 @@ def test_cost_estimate_can_measure_a_few_local_steps(capsys):
 
 def _worker(plan_path: str) -> None:
     """Run each job's CLI args on this rank in one process group; save this rank's method state."""
-    from contrastive_lab import cli
+    from contrastive_lab import cli, distributed
+    from contrastive_lab.engine import run as run_module
 
     captured: dict[str, torch.nn.Module] = {}
-    prepare = engine.prepare_model
+    prepare = run_module.prepare_model
 
     def capture(method, cfg, device, world):
         captured["method"] = prepare(method, cfg, device, world)
         return captured["method"]
 
-    engine.prepare_model = capture
-    cleanup = engine.dist_utils.cleanup_distributed
-    engine.dist_utils.cleanup_distributed = lambda: None  # keep the group for the next job
+    run_module.prepare_model = capture
+    cleanup = distributed.cleanup_distributed
+    distributed.cleanup_distributed = lambda: None  # keep the group for the next job
     rank = int(os.environ["RANK"])
     for job in json.loads(Path(plan_path).read_text()):
         code = cli.main(job["args"])

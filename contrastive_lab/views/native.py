@@ -1,35 +1,38 @@
-"""Optional compiled fast path for :class:`augment.BatchedViews` on CPU: crop + resize + flip
-(``csrc/crop.c``) and colour jitter + grayscale (``csrc/colour.c``).
+"""The compiled fast path of :class:`~contrastive_lab.views.batched.BatchedViews` on CPU: crop +
+resize + flip (``csrc/crop.c``) and colour jitter + grayscale (``csrc/colour.c``).
+
+Chapter 01 (``chapters/01_augmentation.py``) teaches the ops these kernels speed up; the C files
+sit beside them in ``contrastive_lab/views/csrc/``.
 
 Why: at CIFAR sizes the batched view pipeline written in PyTorch is ~800 small ops per batch,
 and on a 2-core CPU their per-op overhead is most of its cost: the colour jitter
-(:func:`augment.color_jitter` + :func:`augment.grayscale_`) takes ~3.6 ms and the crop
-(:func:`augment.crop_resize_flip`, dense matmuls) ~1.2 ms of ~6 ms per 128 views at 24 px. The
+(:func:`ops.color_jitter` + :func:`ops.grayscale_`) takes ~3.6 ms and the crop
+(:func:`ops.crop_resize_flip`, dense matmuls) ~1.2 ms of ~6 ms per 128 views at 24 px. The
 same maths as one C loop per image, while the image sits in L1 cache (and, for the crop, only
 the few input pixels inside each output pixel's filter support), takes a fraction of that
 (BENCHMARKS.md has the numbers).
 
 How: the C files are plain C99 with no PyTorch headers, so any C compiler builds them in about a
-second. It is compiled on first use into a cache folder (``$CONTRASTIVE_LAB_CACHE``, else
-``$XDG_CACHE_HOME/contrastive_lab`` or ``~/.cache/contrastive_lab``), named by a hash of the source,
-the flags, the compiler and the CPU (it is built with ``-march=native``), written to a temporary
-file and renamed, so two processes never load a half-written library. It is called through
-``ctypes`` on the tensors' memory.
+second. It is compiled on first use into a cache folder (:func:`contrastive_lab.runtime.cache_dir`:
+``$CONTRASTIVE_LAB_CACHE``, else ``$XDG_CACHE_HOME/contrastive_lab`` or ``~/.cache/contrastive_lab``),
+named by a hash of the source, the flags, the compiler (:func:`contrastive_lab.runtime.c_compiler`)
+and the CPU (it is built with ``-march=native``), written to a temporary file and renamed, so two
+processes never load a half-written library. It is called through ``ctypes`` on the tensors' memory.
 
-The PyTorch versions stay the readable definitions; ``tests/test_native.py`` checks that each pair
-agrees (to ~1e-6: float rounding) on every op, op order, crop box and edge case. The switch
-``CONTRASTIVE_LAB_NATIVE``: unset or ``auto`` = use it when it builds, and warn once (then use
-PyTorch) when it does not; ``1`` = require it (an error if it cannot be built); ``0`` = never.
-It is read once, when the first batch of views is drawn; ``BatchedViews(native=...)`` chooses per object.
+The PyTorch versions in :mod:`contrastive_lab.views.ops` stay the readable definitions;
+``tests/test_native.py`` checks that each pair agrees (to ~1e-6: float rounding) on every op, op
+order, crop box and edge case. The switch ``CONTRASTIVE_LAB_NATIVE``
+(:func:`contrastive_lab.runtime.native_mode`): unset or ``auto`` = use it when it builds, and warn
+once (then use PyTorch) when it does not; ``1`` = require it (an error if it cannot be built);
+``0`` = never. It is read once, when the first batch of views is drawn;
+``BatchedViews(native=...)`` chooses per object.
 """
-
 from __future__ import annotations
 
 import ctypes
 import hashlib
 import os
 import platform
-import shutil
 import subprocess
 import tempfile
 import warnings
@@ -40,8 +43,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-NATIVE_ENV = "CONTRASTIVE_LAB_NATIVE"
-CACHE_ENV = "CONTRASTIVE_LAB_CACHE"
+from ..runtime import NATIVE_ENV, c_compiler, cache_dir, native_mode
+
 SOURCES = ("colour.c", "crop.c")
 # -fopenmp-simd honours the `#pragma omp simd` loops without linking an OpenMP runtime (PyTorch
 # brings its own); -fno-math-errno / -fno-trapping-math let floorf vectorise. No -ffast-math:
@@ -52,34 +55,6 @@ TUNED = ["-march=native"]  # tried first; dropped if the compiler rejects it
 
 class NativeBuildError(RuntimeError):
     """The C kernels could not be compiled or loaded."""
-
-
-def mode() -> str:
-    """``"auto"``, ``"on"`` or ``"off"``, from ``$CONTRASTIVE_LAB_NATIVE``."""
-    value = os.environ.get(NATIVE_ENV, "").strip().lower()
-    if value in ("", "auto"):
-        return "auto"
-    if value in ("1", "true", "yes", "on"):
-        return "on"
-    if value in ("0", "false", "no", "off"):
-        return "off"
-    raise ValueError(f"{NATIVE_ENV}={value!r} is not understood; use 1 (require the compiled view "
-                     "kernels), 0 (never use it) or auto / unset (use it when a C compiler is available).")
-
-
-def cache_dir() -> Path:
-    """Where the compiled library is kept (see the module docstring)."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "contrastive_lab"
-
-
-def _compiler() -> str:
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    if not cc:
-        raise NativeBuildError("no C compiler found (looked for $CC, cc, gcc, clang)")
-    return cc
 
 
 def _cpu_id() -> str:
@@ -117,12 +92,14 @@ def _compile(cc: str, sources: list[Path], target: Path) -> None:
 
 def build() -> Path:
     """Compile the kernels if the cache does not hold them yet; return the library's path."""
-    cc = _compiler()
+    cc = c_compiler()
+    if not cc:
+        raise NativeBuildError("no C compiler found (looked for $CC, cc, gcc, clang)")
     try:
         version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=60).stdout
     except (OSError, subprocess.SubprocessError) as e:
         raise NativeBuildError(f"could not run the C compiler {cc!r}: {e}") from e
-    with resources.as_file(resources.files("contrastive_lab") / "csrc") as folder:
+    with resources.as_file(resources.files("contrastive_lab.views") / "csrc") as folder:
         sources = [Path(folder) / name for name in SOURCES]
         texts = [p.read_text(encoding="utf-8") for p in sources]
         key = "\0".join([*texts, " ".join(FLAGS + TUNED), cc, version, _cpu_id()])
@@ -135,12 +112,12 @@ def build() -> Path:
 @cache
 def _library() -> ctypes.CDLL | None:
     """The loaded kernel, or None when the mode is off or (in auto mode) it could not be built."""
-    if mode() == "off":
+    if native_mode() == "off":
         return None
     try:
         lib = ctypes.CDLL(str(build()))
     except (NativeBuildError, OSError) as e:
-        if mode() == "on":
+        if native_mode() == "on":
             raise NativeBuildError(f"{NATIVE_ENV}=1 but the compiled view kernels are unavailable: {e}") from e
         warnings.warn(f"contrastive_lab: using the PyTorch view pipeline (same views, slower on CPU) because "
                       f"the compiled kernels are unavailable: {e}. Set {NATIVE_ENV}=0 to silence this.", stacklevel=3)
@@ -166,9 +143,10 @@ def supports(x: Tensor) -> bool:
 
 
 def _loaded() -> ctypes.CDLL:
+    """The loaded kernel library, or :class:`NativeBuildError` when it is not in use."""
     lib = _library()
     if lib is None:
-        raise NativeBuildError(f"the compiled view kernels are not available ({NATIVE_ENV}={mode()}).")
+        raise NativeBuildError(f"the compiled view kernels are not available ({NATIVE_ENV}={native_mode()}).")
     return lib
 
 
@@ -176,7 +154,7 @@ def crop_resize_flip(images: Tensor, top: Tensor, left: Tensor, height: Tensor, 
                      size: int) -> Tensor:
     """Per-sample crop ``[top, top + height) x [left, left + width)``, antialiased bilinear resize to
     ``size`` x ``size`` and horizontal flip where ``flip`` is set: the same map as
-    :func:`augment.crop_resize_flip` (banded instead of dense resampling matrices). ``images``:
+    :func:`ops.crop_resize_flip` (banded instead of dense resampling matrices). ``images``:
     B x 3 x H x W uint8 (scaled by 1/255) or float32, contiguous, CPU; returns float32 B x 3 x size x size.
     Every box must lie inside the image (the C checks it before reading)."""
     lib = _loaded()
@@ -209,7 +187,7 @@ def colour_jitter_gray_(x: Tensor, jitter: Tensor, order: Tensor, factors: Tenso
     """In place on ``x`` (B x 3 x H x W float32, contiguous, CPU, values in [0, 1]): per-sample
     ColorJitter with op order ``order`` (B x 4) and ``factors`` (B x 4: brightness, contrast,
     saturation, hue) where ``jitter`` is set, and RandomGrayscale where ``gray`` is set (before the
-    jitter if ``gray_first``). The same map as ``augment.grayscale_(augment.color_jitter(x, p), p.gray)``
+    jitter if ``gray_first``). The same map as ``ops.grayscale_(ops.color_jitter(x, p), p.gray)``
     (or the reverse order). Raises :class:`NativeBuildError` when the kernel is unavailable."""
     lib = _loaded()
     if not (supports(x) and x.dtype == torch.float32):

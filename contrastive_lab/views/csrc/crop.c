@@ -1,10 +1,10 @@
 /* Fused per-sample crop + antialiased bilinear resize + horizontal flip, uint8 or float32 in,
- * float32 in [0, 1] out: the fast twin of contrastive_lab.augment.crop_resize_flip (the readable
+ * float32 in [0, 1] out: the fast twin of contrastive_lab.views.ops.crop_resize_flip (the readable
  * PyTorch version: two dense batched matmuls M_y x M_x^T, checked against torchvision).
  *
  * The resampling matrices are banded: output pixel i of a crop of length L resized to S reads only
  * the ~2 max(L/S, 1) input pixels within the filter's support, so each sample costs O(S^2) work
- * instead of the dense O(S H W). Same filter as augment.resize_weights / PIL / F.interpolate(
+ * instead of the dense O(S H W). Same filter as ops.resize_weights / PIL / F.interpolate(
  * "bilinear", antialias=True): s = L / S, r = max(s, 1), centre c_i = (i + 1/2) s, weights
  * w_ij ∝ max(0, 1 - |j + 1/2 - c_i| / r) over window pixels j, normalised to sum 1.
  *

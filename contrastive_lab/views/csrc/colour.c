@@ -1,9 +1,9 @@
 /* Fused per-sample colour jitter + random grayscale on float32 images in [0, 1], in place.
  *
- * The fast twin of contrastive_lab.augment.color_jitter + grayscale_ (the readable PyTorch
+ * The fast twin of contrastive_lab.views.ops.color_jitter + grayscale_ (the readable PyTorch
  * version, which the tests check against torchvision). Same maths, one pass per op over each
  * image while it sits in L1 cache, instead of ~800 small PyTorch ops per batch; plain C99,
- * no PyTorch headers, so it compiles in well under a second (augment_native.py).
+ * no PyTorch headers, so it compiles in well under a second (views/native.py).
  *
  * x: B x 3 x HW planar (NCHW, contiguous). Per sample b:
  *   jitter[b]   1 = apply the colour jitter (probability jitter_p), 0 = skip it
@@ -49,7 +49,7 @@ static inline float ramp(float h6, float shift) {  /* clamp(min(k, 4 - k), 0, 1)
     return v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v);
 }
 
-/* Hue rotation by `hue` turns (torchvision adjust_hue), as augment.adjust_hue: with M = max,
+/* Hue rotation by `hue` turns (torchvision adjust_hue), as ops.adjust_hue: with M = max,
  * d = M - min, 6H from the max channel (ties R, G, B), C_n = M - d ramp((n + 6H') mod 6). */
 static void rotate_hue(float *restrict r, float *restrict g, float *restrict b, int64_t n, float hue) {
     const float s5 = 5.0f + 6.0f * hue, s3 = 3.0f + 6.0f * hue, s1 = 1.0f + 6.0f * hue;
