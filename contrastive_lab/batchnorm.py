@@ -15,7 +15,7 @@ statistics, and the model learns a shortcut instead of a representation. Three f
                                        (:func:`convert_to_global_batchnorm`)
 =====================================  ===========================================================
 
-Chapter 08 teaches shuffling and split BN with MoCo; chapter 12 (scaling up) uses global BN
+Chapter 08 teaches shuffling and split BN with MoCo; chapter 13 (scaling up) uses global BN
 (``SyncBatchNorm`` on GPUs, :class:`GlobalBatchNorm` on CPU processes). The shuffles draw from
 the CPU generator passed in, or torch's default CPU generator, whose state the engine saves.
 """

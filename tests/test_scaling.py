@@ -15,9 +15,11 @@ import importlib.util
 import json
 import os
 import re
+import signal
 import string
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -582,6 +584,47 @@ def test_sbatch_template_renders_to_a_script_that_calls_srun_torchrun(template, 
     (tmp_path / "runs" / "simclr r50" / "checkpoints" / "last.pt").write_bytes(b"")
     subprocess.run(["bash", str(script)], env=env, check=True)
     assert "--resume" in (tmp_path / "srun.log").read_text().splitlines()  # resubmitting resumes
+
+
+@pytest.mark.parametrize("template", TEMPLATES, ids=lambda p: p.name)
+@pytest.mark.parametrize("sig, requeued", [(signal.SIGUSR1, True), (signal.SIGTERM, False)])
+def test_sbatch_template_forwards_the_time_limit_signal_and_requeues(template, sig, requeued, tmp_path):
+    """SLURM's --signal=B:USR1@120 reaches the batch shell: it must pass SIGTERM on to srun (which
+    forwards it to every rank), wait for the run to save, requeue the job (USR1 only), and exit with
+    the run's status."""
+    values = {**SAMPLE, "REPO": str(tmp_path), "OUT": str(tmp_path / "runs" / "r")}
+    text = render(template, values)
+    assert "#SBATCH --signal=B:USR1@120" in text and "#SBATCH --requeue" in text
+    script = tmp_path / "job.sbatch"
+    script.write_text(text)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    logs = {k: tmp_path / f"{k}.log" for k in ("srun", "signal", "scontrol", "ready")}
+    (bin_dir / "srun").write_text(  # a run that saves and exits 143 on SIGTERM, as the engine does
+        '#!/bin/bash\nprintf "%s\\n" "$@" > "$SRUN_LOG"\n'
+        'trap \'echo TERM >> "$SIGNAL_LOG"; kill $sleeper; exit 143\' TERM\n'
+        'touch "$READY"\nsleep 60 & sleeper=$!\nwait $sleeper\n')
+    (bin_dir / "scontrol").write_text(
+        '#!/bin/bash\nprintf "%s " "$@" >> "$SCONTROL_LOG"; echo >> "$SCONTROL_LOG"\n'
+        'if [[ "$1" == show ]]; then printf "gpu-node-7\\n"; fi\n')
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SRUN_LOG": str(logs["srun"]),
+           "SIGNAL_LOG": str(logs["signal"]), "SCONTROL_LOG": str(logs["scontrol"]), "READY": str(logs["ready"]),
+           "SLURM_JOB_NODELIST": "gpu-node-7", "SLURM_JOB_ID": "4242", "SLURM_CPUS_PER_TASK": "64",
+           "SLURM_NNODES": "4"}
+    proc = subprocess.Popen(["bash", str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while not logs["ready"].exists():
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 143, (out, err)  # the run's own status: it saved and stopped
+    assert logs["signal"].read_text().split() == ["TERM"]  # srun got SIGTERM exactly once
+    assert f"received SIG{sig.name[3:]}" in out
+    requeue = logs["scontrol"].exists() and "requeue 4242" in logs["scontrol"].read_text()
+    assert requeue == requeued, logs["scontrol"].read_text() if logs["scontrol"].exists() else ""
 
 
 def _cost_module():

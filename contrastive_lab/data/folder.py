@@ -3,7 +3,7 @@
 Holds :class:`ImageFolderDataset` (sorted class folders, files matched by :data:`IMAGE_EXTENSIONS`,
 decoded on access), :func:`read_image` (PIL to a uint8 RGB tensor; a damaged file raises
 :class:`~contrastive_lab.data.DatasetCorruptError` naming it) and the ``load_dataset("imagefolder")``
-loader, whose folder is ``<root>/<split>``. Chapter 00 lists it among the datasets; chapter 12
+loader, whose folder is ``<root>/<split>``. Chapter 00 lists it among the datasets; chapter 13
 streams ImageNet through it with DataLoader workers.
 """
 

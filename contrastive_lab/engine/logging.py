@@ -19,12 +19,17 @@ class MetricsLog:
     """Appends rows to ``metrics.csv``. On resume, rows after the resumed step are dropped (they are
     logged again as the run replays those steps), so a run interrupted any number of times ends with
     each row once. The file is rewritten to a temporary file and renamed, as checkpoints are: a kill
-    during the rewrite leaves the old file; a row cut short by a kill during an append is dropped."""
+    during the rewrite leaves the old file; a row cut short by a kill during an append is dropped.
+    ``redo_evaluations``: the run resumes at the end of its training, because it was killed during its
+    final evaluation, which it will run again: the evaluation rows at ``resume_step`` go too."""
 
-    def __init__(self, path: Path, resume_step: int | None, extra: list[str] | None = None):
+    def __init__(self, path: Path, resume_step: int | None, extra: list[str] | None = None,
+                 redo_evaluations: bool = False):
         self.path = Path(path)
         self.fields = METRIC_FIELDS + [k for k in (extra or []) if k not in METRIC_FIELDS]
         rows = self._rows_up_to(resume_step) if resume_step is not None and self.path.exists() else []
+        if redo_evaluations:  # the final evaluation at resume_step runs again: drop its earlier rows
+            rows = [r for r in rows if int(float(r["step"])) < resume_step or r.get("loss")]
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=self.fields, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()

@@ -24,7 +24,7 @@ from .budget import ScheduleFitter
 from .evaluation import classifier_top1
 from .figures import run_figures
 from .logging import progress
-from .run import Run, epochs_in, gpu_memory_gb, open_run, results_json, save
+from .run import Run, epochs_in, gpu_memory_gb, open_run, results_json, save, write_atomically
 from .signals import StopSignals
 from .step import optimizer_step
 
@@ -201,9 +201,10 @@ def monitor_knn(run: Run, tag: str, key: str | None = None) -> dict[str, float]:
 
 
 def finish(run: Run, reason: str, signum: int | None) -> dict[str, Any]:
-    """Save; unless interrupted, the final kNN, the classifier's top-1, the figures and results.json."""
-    done = reason == "finished"
-    save(run, finished=done)
+    """Save; unless interrupted, the final kNN, the classifier's top-1, the figures and results.json,
+    and then the checkpoint again, marked finished: a kill at any moment in between leaves a run
+    that a resume completes (it re-runs only this final evaluation)."""
+    save(run)
     run.results.update(step=run.step, schedule_steps=run.total_steps, stop_reason=reason,
                        train_seconds=run.training_seconds())
     if reason in ("interrupted", "stop_at_step"):
@@ -221,6 +222,8 @@ def finish(run: Run, reason: str, signum: int | None) -> dict[str, Any]:
     if run.is_main and run.out is not None:
         if run.cfg.figures:
             run_figures(run.out, run.method.encoder, run.train_ds, run.test_ds, run.device, run.cfg)
-        (run.out / "results.json").write_text(results_json(run.results))
+        write_atomically(run.out / "results.json", results_json(run.results))
+    if reason == "finished":
+        save(run, finished=True)
     dist_utils.cleanup_distributed()
     return run.results

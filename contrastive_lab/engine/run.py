@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -95,6 +96,7 @@ class Run:
     paused: float = 0.0  # seconds spent outside training (kNN evaluations), not counted by budgets
     images_seen: int = 0
     finished: bool = False  # resumed a run that had already finished: nothing to do
+    redo_final: bool = False  # resumed a run whose training ended but whose final evaluation did not
 
     @property
     def is_main(self) -> bool:
@@ -204,7 +206,7 @@ def open_folder(run: Run, resumed: bool) -> None:
     run.out.mkdir(parents=True, exist_ok=True)
     (run.out / "config.json").write_text(run.cfg.to_json())
     run.log = MetricsLog(run.out / "metrics.csv", run.step if resumed else None,
-                         extra=list(getattr(run.method, "log_keys", ())))
+                         extra=list(getattr(run.method, "log_keys", ())), redo_evaluations=run.redo_final)
     if run.cfg.tensorboard:
         from torch.utils.tensorboard import SummaryWriter  # optional: needs the tensorboard package
 
@@ -262,6 +264,7 @@ def restore(run: Run, state: dict[str, Any]) -> None:
     run.fitted_steps = int(state.get("fitted_steps", 0))  # fit_to_budget's schedule, once fixed, stays
     run.total_steps = run.fitted_steps or run.total_steps
     run.finished = bool(state.get("finished")) and run.step >= run.total_steps
+    run.redo_final = run.step >= run.total_steps and not run.finished  # killed during the final evaluation
     if run.finished:
         results = run.out / "results.json"
         run.results = json.loads(results.read_text()) if results.is_file() else {"step": run.step}
@@ -308,6 +311,13 @@ def gpu_memory_gb(device: torch.device) -> float | str:
 
 def results_json(results: dict[str, Any]) -> str:
     return json.dumps(results, indent=2, sort_keys=True, default=str)
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def epochs_in(run: Run) -> int:

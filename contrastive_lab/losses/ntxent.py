@@ -4,7 +4,7 @@ SimCLR (Chen, Kornblith, Norouzi & Hinton 2020, "A Simple Framework for Contrast
 Visual Representations"), Eq. 1 and Algorithm 1: every one of the 2N views in a batch is an
 anchor whose positive is the other view of its image and whose 2(N-1) negatives are all the
 other views. Chapter 04 builds it by hand and checks it against :func:`nt_xent`; chapter 05
-trains SimCLR with it, chapter 12 contrasts against the negatives of all ranks (``gather=True``).
+trains SimCLR with it, chapter 13 contrasts against the negatives of all ranks (``gather=True``).
 """
 
 from __future__ import annotations
