@@ -842,3 +842,25 @@ def test_check_dataset_of_in_memory_sets_reports_corrupt_and_missing_files(tmp_p
     fake_stl10(tmp_path)
     unlabeled = data.check_dataset("stl10", "train+unlabeled", root=tmp_path)
     assert unlabeled.count == 4 and unlabeled.unlabeled == 2 and sum(unlabeled.class_counts.values()) == 2
+
+
+def test_extras_travel_with_the_images_through_subsets_and_batches():
+    """Per-image tensors beside the images (e.g. caption tokens) stay row-aligned in subsets and batches."""
+    from contrastive_lab.data import ImageTensorDataset, select_labelled
+    from contrastive_lab.engine import TensorBatches
+    from contrastive_lab.presets import get_preset
+    from contrastive_lab.views import get_recipe
+
+    images = torch.randint(0, 256, (12, 3, 8, 8), dtype=torch.uint8)
+    labels = torch.arange(12) % 3
+    ds = ImageTensorDataset(images, labels, ["a", "b", "c"], "toy", "train", {"tokens": torch.arange(12) * 10})
+    sub = ds.subset([5, 1, 7])
+    assert sub.extras["tokens"].tolist() == [50, 10, 70] and torch.equal(sub.images, images[[5, 1, 7]])
+    picked = select_labelled(ds, fraction=0.5, seed=0)
+    assert all(int(t) // 10 < 12 and torch.equal(ds.images[int(t) // 10], img)
+               for t, img in zip(picked.extras["tokens"], picked.images))
+    cfg = get_preset("simclr-cifar10-cpu").replace(batch_size=4, image_size=8, eval_size=0)
+    batch = next(TensorBatches(ds, [get_recipe("simclr_cifar", size=8)] * 2, cfg, "cpu", 0, 1).epoch(0))
+    assert torch.equal(batch.extras["tokens"], batch.index * 10)
+    with pytest.raises(ValueError, match=r"extras\['tokens'\] must be a tensor with one row per image \(12\)"):
+        ImageTensorDataset(images, labels, ["a", "b", "c"], "toy", "train", {"tokens": torch.zeros(5)})

@@ -20,7 +20,6 @@ import torch
 from torch import Tensor
 
 from . import download
-from .tensor import ImageTensorDataset
 
 
 def _as_class_labels(labels: Any) -> Tensor:
@@ -152,7 +151,5 @@ def select_labelled(
     else:
         return dataset
     if hasattr(dataset, "images"):
-        return ImageTensorDataset(
-            dataset.images[indices], dataset.labels[indices], dataset.classes, dataset.name, dataset.split
-        )
+        return dataset.subset(indices)  # extras (e.g. caption tokens) stay aligned
     return LabelledSubset(dataset, indices)

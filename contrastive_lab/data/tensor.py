@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -70,6 +70,8 @@ class ImageTensorDataset:
 
     ``labels[i] == -1`` marks an unlabeled image (STL-10's unlabeled split); otherwise
     ``0 <= labels[i] < len(classes)``. ``ds[i]`` returns ``(images[i], int(labels[i]))``.
+    ``extras``: other per-image tensors (first dimension N) that travel with the images, e.g. the
+    caption tokens of a captioned set; :meth:`subset` keeps them aligned.
     """
 
     images: torch.Tensor
@@ -77,6 +79,7 @@ class ImageTensorDataset:
     classes: list[str]
     name: str
     split: str
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         img, lab = self.images, self.labels
@@ -98,7 +101,17 @@ class ImageTensorDataset:
                 f"labels must lie in -1..{len(self.classes) - 1} ({len(self.classes)} classes), "
                 f"got {int(lab.min())}..{int(lab.max())}"
             )
+        for key, value in self.extras.items():
+            if not isinstance(value, torch.Tensor) or value.ndim < 1 or value.shape[0] != img.shape[0]:
+                raise ValueError(f"extras[{key!r}] must be a tensor with one row per image ({img.shape[0]}), "
+                                 f"got {_describe(value)}")
         self.images, self.labels, self.classes = img.contiguous(), lab.contiguous(), list(self.classes)
+
+    def subset(self, indices) -> ImageTensorDataset:
+        """The images (labels, extras) at ``indices``, in that order: a new dataset of the same name."""
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return ImageTensorDataset(self.images[index], self.labels[index], self.classes, self.name, self.split,
+                                  {k: v[index] for k, v in self.extras.items()})
 
     def __len__(self) -> int:
         return self.images.shape[0]

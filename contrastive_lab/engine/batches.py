@@ -24,7 +24,6 @@ import torch
 from torch import Tensor
 
 from ..config import Config
-from ..data import ImageTensorDataset
 from ..methods import Batch
 from ..views import BatchedViews, ViewParams, ViewRecipe
 
@@ -46,8 +45,7 @@ def training_images(cfg: Config, dataset):
     """The images a run trains on: the training split, cut to its first ``subset`` images for
     in-memory datasets (the one place ``subset`` is applied)."""
     if cfg.subset and hasattr(dataset, "images") and cfg.subset < len(dataset):
-        return ImageTensorDataset(dataset.images[: cfg.subset], dataset.labels[: cfg.subset],
-                                  dataset.classes, dataset.name, dataset.split)
+        return dataset.subset(range(cfg.subset))
     return dataset
 
 
@@ -70,12 +68,14 @@ class TensorBatches:
 
     ``epoch(e, start)`` yields :class:`~contrastive_lab.methods.Batch` objects from step ``start`` on;
     ``generator`` is the views' random state (saved in checkpoints). ``with_labels``: put the class
-    labels in the batch (only for methods that need them).
+    labels in the batch (only for methods that need them). A dataset's ``extras`` (a dict of tensors
+    with one row per image, e.g. caption tokens) come along, sliced like the images.
     """
 
     def __init__(self, dataset, recipes: list[ViewRecipe], cfg: Config, device, rank: int, world: int,
                  with_labels: bool = False, native: bool | None = None):
         self.images, self.labels = dataset.images.to(device), dataset.labels.to(device)
+        self.extras = {k: v.to(device) for k, v in getattr(dataset, "extras", {}).items()}  # e.g. caption tokens
         self.views = [BatchedViews(r, native=native) for r in recipes]
         self.cfg, self.rank, self.world, self.with_labels = cfg, rank, world, with_labels
         self.generator = torch.Generator().manual_seed(cfg.seed * 7919)
@@ -91,7 +91,8 @@ class TensorBatches:
             index = order[step * size : (step + 1) * size][lo:hi].to(self.images.device)
             images = self.images[index]
             views = [self._view(v, images, lo, hi) for v in self.views]
-            yield Batch(views, index, self.labels[index] if self.with_labels else None)
+            yield Batch(views, index, self.labels[index] if self.with_labels else None,
+                        {k: v[index] for k, v in self.extras.items()})
 
     def _view(self, views: BatchedViews, images: Tensor, lo: int, hi: int) -> Tensor:
         height, width = images.shape[-2:]

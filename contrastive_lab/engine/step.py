@@ -60,7 +60,7 @@ def to_device(batch: Batch, device: torch.device, dtype: torch.dtype, channels_l
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     views = [v.to(device, dtype, non_blocking=True).contiguous(memory_format=fmt) for v in batch.views]
     labels = batch.labels.to(device) if batch.labels is not None else None
-    return Batch(views, batch.index.to(device), labels)
+    return Batch(views, batch.index.to(device), labels, {k: v.to(device) for k, v in batch.extras.items()})
 
 
 def optimizer_step(run, batch: Batch) -> dict[str, Tensor]:

@@ -40,19 +40,23 @@ class Batch:
 
     ``views``: V tensors (B, 3, H_v, W_v), view v of every image (V = the method's ``num_views``);
     ``index``: (B,) dataset indices (InstDisc's memory bank); ``labels``: (B,) class labels, only for
-    methods with ``needs_labels`` (else None).
+    methods with ``needs_labels`` (else None); ``extras``: per-image tensors a dataset carries beside
+    its images (its ``extras`` dict, e.g. CLIP's caption tokens), rows of this batch.
     """
 
     views: list[Tensor]
     index: Tensor
     labels: Tensor | None = None
+    extras: dict[str, Tensor] = field(default_factory=dict)
 
     def chunk(self, parts: int) -> list[Batch]:
         """``parts`` equal micro-batches (gradient accumulation, engine.step.forward_backward)."""
         views = [v.chunk(parts) for v in self.views]
         index = self.index.chunk(parts)
         labels = self.labels.chunk(parts) if self.labels is not None else [None] * parts
-        return [Batch([v[i] for v in views], index[i], labels[i]) for i in range(parts)]
+        extras = {k: v.chunk(parts) for k, v in self.extras.items()}
+        return [Batch([v[i] for v in views], index[i], labels[i], {k: v[i] for k, v in extras.items()})
+                for i in range(parts)]
 
 
 @dataclass(frozen=True)
