@@ -49,9 +49,15 @@ lint: $(STAMP)
 # files, in the settings overrides of the venv's JupyterLab (never the user's ~/.jupyter). Other
 # overrides in that file, and a python viewer someone already chose there, are kept.
 LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.json
+# JupyterLab refuses to start as root ("Running as root is not recommended"); in a container the user
+# often is root, so there `make lab` says so and passes --allow-root. LAB_ARGS: more options
+# (e.g. LAB_ARGS="--no-browser --port=8899").
+LAB_AS_ROOT := $(if $(filter 0,$(shell id -u 2>/dev/null)),--allow-root,)
+LAB_ARGS ?=
 lab: $(STAMP)
 	$(BIN)/jupytext-config --settings-file $(LAB_SETTINGS) set-default-viewer python
-	$(BIN)/jupyter lab chapters
+	@if [ -n "$(LAB_AS_ROOT)" ]; then echo "make lab: you are root (a container?): starting JupyterLab with --allow-root"; fi
+	$(BIN)/jupyter lab chapters $(LAB_AS_ROOT) $(LAB_ARGS)
 
 # After editing a chapter's .py file: rewrite its .ipynb twin (outputs are kept).
 sync-chapters: $(STAMP)
