@@ -14,7 +14,7 @@ CHAPTERS := $(sort $(wildcard chapters/[0-9][0-9]_*.ipynb))
 # path, a broken conftest), never success, so it fails with a message instead of passing quietly.
 PYTEST = run() { "$$@"; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose" >&2; exit 1; fi; exit $$rc; }; run $(BIN)/python -m pytest
 
-.PHONY: demo bench bench-env install test unit chapters lint lab sync-chapters execute-chapters constraints clean help
+.PHONY: demo bench bench-env install test unit chapters lint lab sync-chapters execute-chapters constraints clean help handout
 
 help:
 	@sed -n '1,5p' Makefile
@@ -66,6 +66,11 @@ sync-chapters: $(STAMP)
 # Re-run every chapter in demo mode and store the outputs in the .ipynb (slow: minutes per chapter).
 execute-chapters: $(STAMP)
 	for nb in $(CHAPTERS); do $(BIN)/jupytext --sync --execute "$${nb%.ipynb}.py" || exit 1; done
+
+# A class handout: the book and the library without solutions/ (see scripts/make_handout.py).
+HANDOUT ?= handout
+handout:
+	$(PYTHON) scripts/make_handout.py $(HANDOUT)
 
 constraints: $(STAMP)
 	{ echo "# Exact versions that \`make\` and CI install (pip install -c constraints.txt -e '.[dev]')."; \

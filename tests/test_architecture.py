@@ -25,7 +25,7 @@ LAYERS = [
     {"plots"},
     {"presets"},
     {"engine"},
-    {"cli", "__main__"},
+    {"cli", "__main__", "exercises"},
 ]
 
 
