@@ -8,7 +8,17 @@ handout`` copies the book without them). One module per chapter registers its ex
 """
 
 from . import ch04  # noqa: F401  (each chapter module registers its exercises)
-from .core import EXERCISES, Case, CheckResult, Diagnosis, Exercise, ValueExercise, check, check_value, solution
+from .core import (
+           EXERCISES,
+           Case,
+           CheckResult,
+           Diagnosis,
+           Exercise,
+           ValueExercise,
+           check,
+           check_value,
+           solution,
+)
 
 __all__ = ["EXERCISES", "Case", "CheckResult", "Diagnosis", "Exercise", "ValueExercise", "check", "check_value",
            "solution"]
