@@ -51,15 +51,17 @@ def cuda_time(fn, steps: int, warmup: int) -> float:
     return statistics.median(times)
 
 
-def simclr_r50(batch: int, steps: int, warmup: int, bf16: bool, channels_last: bool, compile_: bool) -> dict:
-    """One SimCLR ImageNet step of the ``simclr-imagenet-r50`` preset at a per-GPU batch."""
-    from contrastive_lab.augment import BatchedViews
+def simclr_r50(batch: int, steps: int, warmup: int, bf16: bool, channels_last: bool, compile_: bool,
+               device: torch.device | None = None) -> dict:
+    """One SimCLR ImageNet step of the ``simclr-imagenet-r50`` preset at a per-GPU batch (on GPU 0
+    unless ``device`` says otherwise)."""
     from contrastive_lab.engine import resolve_lr, view_recipe
-    from contrastive_lab.methods import build_method
+    from contrastive_lab.methods import Batch, build_method
     from contrastive_lab.optim import build_optimizer
     from contrastive_lab.presets import get_preset
+    from contrastive_lab.views import BatchedViews
 
-    device = torch.device("cuda", 0)
+    device = device or torch.device("cuda", 0)
     cfg = get_preset("simclr-imagenet-r50").replace(batch_size=batch, channels_last=channels_last)
     torch.manual_seed(0)
     method = build_method(cfg).to(device)
@@ -78,10 +80,10 @@ def simclr_r50(batch: int, steps: int, warmup: int, bf16: bool, channels_last: b
 
     fixed = make_views()
 
-    def step(v1v2=None):
+    def step(v1v2=None):  # SimCLR has no after_step hook: nothing runs after optimizer.step()
         v1, v2 = v1v2 if v1v2 is not None else make_views()
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
-            loss, _ = model(v1, v2, index)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss, _ = model(Batch([v1, v2], index))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -98,31 +100,32 @@ def simclr_r50(batch: int, steps: int, warmup: int, bf16: bool, channels_last: b
     }
 
 
-def cifar_epoch(batch: int, compile_: bool, images: int = 50_000) -> dict:
-    """Seconds for one epoch of ResNet-18 SimCLR on ``images`` synthetic 32 px images (after a warm-up)."""
-    from contrastive_lab.engine import build_batches, load_split, prepare_model, resolve_lr
-    from contrastive_lab.methods import build_method
+def cifar_epoch(batch: int, compile_: bool, images: int = 50_000, device: torch.device | None = None) -> dict:
+    """Seconds for one epoch of ResNet-18 SimCLR on ``images`` synthetic 32 px images (after a warm-up),
+    the batches and views drawn by the engine's ``TensorBatches`` (on GPU 0 unless ``device`` says otherwise)."""
+    from contrastive_lab.engine import TensorBatches, load_split, prepare_model, resolve_lr, view_recipe
+    from contrastive_lab.methods import build_method, method_views
     from contrastive_lab.optim import build_optimizer
     from contrastive_lab.presets import get_preset
 
-    device = torch.device("cuda", 0)
+    device = device or torch.device("cuda", 0)
     cfg = get_preset("simclr-cifar10").replace(
         dataset="synthetic", synthetic_size=images, encoder="resnet18", batch_size=batch, precision="bf16",
         channels_last=True, compile=compile_,
     )
     data = load_split(cfg, "train")
-    batches = build_batches(cfg, data, device, 0, 1)
     torch.manual_seed(0)
     method = prepare_model(build_method(cfg), cfg, device, 1)
+    batches = TensorBatches(data, method_views(method, view_recipe(cfg)), cfg, device, 0, 1)
     model = torch.compile(method) if compile_ else method
     optimizer = build_optimizer("lars", method, lr=resolve_lr(cfg), weight_decay=cfg.weight_decay)
 
-    def run(epoch: int, limit: int | None = None) -> int:
+    def run(epoch: int, limit: int | None = None) -> int:  # SimCLR: no after_step hook to call
         n = 0
-        for view1, view2, _, index in batches.epoch(epoch):
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                loss, _ = model(view1.contiguous(memory_format=torch.channels_last),
-                                view2.contiguous(memory_format=torch.channels_last), index)
+        for batch in batches.epoch(epoch):
+            batch.views = [v.contiguous(memory_format=torch.channels_last) for v in batch.views]
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                loss, _ = model(batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -2,8 +2,11 @@
 
 Measures, in one run, on cifar10-mini (or whatever CONTRASTIVE_LAB_DATA points at):
 
-1. throughput of the demo training step (batched views on the device + model) against the
-   model-only bound (the same step on pre-made views: no augmentation at all);
+1. throughput of the demo training step as the engine runs it (``engine.optimizer_step`` on the
+   batches of ``engine.TensorBatches``: indexing, views drawn by BatchedViews, forward, backward,
+   clip, optimizer and schedule steps, the method's hook) against the model-only bound (forward,
+   backward and optimizer step of the same model on views drawn in advance: no augmentation and
+   no engine bookkeeping at all);
 2. fp32 vs bf16-autocast throughput of the model step;
 3. quality at a fixed budget: kNN top-1 (k=200, T=0.1) on the test split, on h and on z = g(h),
    after BUDGET seconds of training with the `simclr-cifar10-cpu` preset;
@@ -17,6 +20,7 @@ Measures, in one run, on cifar10-mini (or whatever CONTRASTIVE_LAB_DATA points a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -29,21 +33,25 @@ from pathlib import Path
 
 import torch
 
-from contrastive_lab import native
-from contrastive_lab.augment import BatchedViews
 from contrastive_lab.engine import (
+    Run,
     ScheduleFitter,
-    knn_eval_hz,
+    TensorBatches,
     load_split,
+    open_run,
+    optimizer_step,
     prepare_model,
     resolve_lr,
     train,
+    training_images,
     view_recipe,
 )
-from contrastive_lab.methods import build_method
+from contrastive_lab.engine.run import build_monitor
+from contrastive_lab.methods import Batch, Progress, build_method
 from contrastive_lab.optim import build_optimizer, build_scheduler
 from contrastive_lab.presets import apply_overrides, get_preset
 from contrastive_lab.runtime import autocast_dtype
+from contrastive_lab.views import native
 
 
 def machine() -> dict:
@@ -80,62 +88,75 @@ def interleaved_medians(step_fns: list, n: int, warmup: int = 2) -> list[float]:
     return [statistics.median(t) for t in times]
 
 
-def throughput(cfg, images: torch.Tensor, n: int) -> dict:
-    """Images per second of the full step vs the model-only bound, in fp32 and in bf16."""
-    views = BatchedViews(view_recipe(cfg))  # as the engine uses it: the compiled view kernels if available
-    gen = torch.Generator().manual_seed(0)
-    batch = images[: cfg.batch_size]
-    out = {"native_view_kernels": native.available(), "fp32": measure_steps(cfg, None, views, batch, gen, n)}
+def throughput(cfg, n: int) -> dict:
+    """Images per second of the engine's full step vs the model-only bound, in fp32 and in bf16, on
+    one CPU process (the views with the compiled view kernels if available, as the engine uses them)."""
+    cfg = cfg.replace(device="cpu")
+    out = {"native_view_kernels": native.available(), "fp32": measure_steps(cfg.replace(precision="fp32"), n)}
     bf16 = autocast_dtype("cpu")
-    out["bf16"] = measure_steps(cfg, bf16, views, batch, gen, n) if bf16 else "not supported on this CPU"
+    out["bf16"] = measure_steps(cfg.replace(precision="bf16"), n) if bf16 else "not supported on this CPU"
     return out
 
 
-def measure_steps(cfg, dtype, views: BatchedViews, batch: torch.Tensor, gen, n: int) -> dict:
-    """The bound (model step on fixed views), the full step (views + model), and views alone; the
-    last two also with the PyTorch view pipeline (native=False), for comparison in the same run."""
-    fixed = [views(batch, generator=gen).contiguous(memory_format=torch.channels_last) for _ in range(2)]
-    torch_views = BatchedViews(views.recipe, native=False)
-    method, opt = model_and_optimizer(cfg)  # as the engine builds it (GEMM weight gradients if configured)
-    plain, plain_opt = model_and_optimizer(cfg.replace(gemm_weight_grad=False))  # oneDNN's own conv backward
-
-    def model_step(v1=fixed[0], v2=fixed[1], method=method, opt=opt):
-        with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
-            loss, _ = method(v1, v2)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    def full_step(views=views):
-        v1 = views(batch, generator=gen).contiguous(memory_format=torch.channels_last)
-        v2 = views(batch, generator=gen).contiguous(memory_format=torch.channels_last)
-        model_step(v1, v2)
+def measure_steps(cfg, n: int) -> dict:
+    """The bound (model step on fixed views), the full step (the engine's: views + model), and views
+    alone; the last two also with the PyTorch view pipeline (native=False), for comparison in the
+    same run; and the bound with oneDNN's own convolution backward (gemm_weight_grad=False)."""
+    run = open_run(cfg, None, verbose=False)  # as the engine trains it: model, optimizer, schedule, batches
+    plain = open_run(cfg.replace(gemm_weight_grad=False), None, verbose=False)  # oneDNN's own conv backward
+    recipes = [views.recipe for views in run.batches.views]
+    torch_batches = TensorBatches(run.train_ds, recipes, cfg, run.device, 0, 1, native=False)
+    ours, pytorch = batch_stream(run.batches), batch_stream(torch_batches)
+    fixed = pre_drawn(next(batch_stream(TensorBatches(run.train_ds, recipes, cfg, run.device, 0, 1))), cfg)
+    run.model.train()
+    plain.model.train()
 
     # Interleaved (bound, full, views, ...) so that a change in the machine's speed during the
     # measurement (other jobs, frequency scaling) hits all of them alike.
     bound, full, views_only, full_torch, views_torch, bound_plain = interleaved_medians(
-        [model_step, full_step, lambda: (views(batch, generator=gen), views(batch, generator=gen)),
-         lambda: full_step(torch_views), lambda: (torch_views(batch, generator=gen), torch_views(batch, generator=gen)),
-         lambda: model_step(method=plain, opt=plain_opt)],
+        [lambda: model_step(run, fixed), lambda: optimizer_step(run, next(ours)), lambda: next(ours),
+         lambda: optimizer_step(run, next(pytorch)), lambda: next(pytorch), lambda: model_step(plain, fixed)],
         n)
+    batch = cfg.batch_size
     return {
         "gemm_weight_grad": cfg.gemm_weight_grad,
-        "bound_img_per_s": round(len(batch) / bound, 1),
-        "bound_plain_conv_img_per_s": round(len(batch) / bound_plain, 1),
-        "full_img_per_s": round(len(batch) / full, 1),
+        "bound_img_per_s": round(batch / bound, 1),
+        "bound_plain_conv_img_per_s": round(batch / bound_plain, 1),
+        "full_img_per_s": round(batch / full, 1),
         "full_over_bound": round(bound / full, 4),
         "views_ms_per_step": round(1000 * views_only, 1),
-        "pytorch_views": {"full_img_per_s": round(len(batch) / full_torch, 1),
+        "pytorch_views": {"full_img_per_s": round(batch / full_torch, 1),
                            "full_over_bound": round(bound / full_torch, 4),
                            "views_ms_per_step": round(1000 * views_torch, 1)},
     }
 
 
-def model_and_optimizer(cfg):
-    """The method as the engine trains it on one CPU process (engine.prepare_model), and its optimiser."""
-    torch.manual_seed(0)
-    method = prepare_model(build_method(cfg), cfg, torch.device("cpu"), world=1)
-    return method, build_optimizer(cfg.optimizer, method, lr=0.01, weight_decay=cfg.weight_decay, momentum=0.9)
+def batch_stream(batches: TensorBatches):
+    """The batches of epoch 0, 1, 2, ... one after the other, as long as asked (views drawn on ``next``)."""
+    epoch = 0
+    while True:
+        yield from batches.epoch(epoch)
+        epoch += 1
+
+
+def pre_drawn(batch: Batch, cfg) -> Batch:
+    """A batch whose views are drawn already, in the memory format the model's step gets them in."""
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    return dataclasses.replace(batch, views=[v.contiguous(memory_format=fmt) for v in batch.views])
+
+
+def model_step(run: Run, batch: Batch) -> None:
+    """The model-only step: forward, backward and optimizer step of the run's model on a batch of
+    ready views, then the method's ``after_step`` (a no-op for SimCLR; MoCo's momentum update and
+    enqueue are part of its step). No views, no lr schedule, no loss checks, no logs."""
+    with run.autocast():
+        loss, _ = run.model(batch)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    run.optimizer.step()
+    hook = getattr(run.method, "after_step", None)
+    if hook is not None:
+        hook(Progress(run.step, run.total_steps, run.steps_per_epoch))
 
 
 def ours_at_budget(cfg, budget: float, out_dir: Path, fit: bool) -> dict:
@@ -164,7 +185,6 @@ def lightly_at_budget(cfg, budget: float, train_ds, test_ds, workers: int, fit: 
     from lightly.transforms import SimCLRTransform
     from torchvision.transforms import v2 as tv2
 
-
     recipe = view_recipe(cfg)
     transform = SimCLRTransform(
         input_size=cfg.image_size, cj_strength=0.5, gaussian_blur=0.0,  # SimCLR App. B.9 for CIFAR
@@ -184,7 +204,7 @@ def lightly_at_budget(cfg, budget: float, train_ds, test_ds, workers: int, fit: 
     )
     torch.manual_seed(cfg.seed)
     method = prepare_model(build_method(cfg), cfg, torch.device("cpu"), world=1)  # the same encoder code as ours
-    criterion = NTXentLoss(temperature=cfg.temperature)
+    criterion = NTXentLoss(temperature=cfg.options.temperature)
     lr = resolve_lr(cfg)
     opt = build_optimizer(cfg.optimizer, method, lr=lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum)
     # the same schedule as the preset (epochs x steps, warmup, cosine), and the same time cap
@@ -194,7 +214,8 @@ def lightly_at_budget(cfg, budget: float, train_ds, test_ds, workers: int, fit: 
     # refitted every epoch, as the engine does (each window holds one restart of the workers)
     fitter = ScheduleFitter(budget, total, 5, steps_per_epoch + 5, every=steps_per_epoch) if fit and budget else None
     dtype = autocast_dtype("cpu")
-    knn_random = knn_eval_hz(method.encoder, method.head, train_ds, test_ds, cfg, "cpu")
+    monitor = build_monitor(cfg, training_images(cfg, train_ds), test_ds)  # the engine's kNN monitor, as ours
+    knn_random = monitor(method.encoder, method.head, "cpu")
     budget = budget or float("inf")
     start, step, images, cpu0, load0 = time.perf_counter(), 0, 0, cpu_seconds(), os.getloadavg()[0]
     while time.perf_counter() - start < budget and step < total:
@@ -213,11 +234,12 @@ def lightly_at_budget(cfg, budget: float, train_ds, test_ds, workers: int, fit: 
             images += cfg.batch_size
             fitted = fitter.update(step, time.perf_counter() - start) if fitter else None
             if fitted:
-                total = sched.lr_lambdas[0].total_steps = fitted
+                total = fitted
+                sched.resize(fitted)
             if time.perf_counter() - start >= budget or step >= total:
                 break
     seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu0
-    knn_final = knn_eval_hz(method.encoder, method.head, train_ds, test_ds, cfg, "cpu")
+    knn_final = monitor(method.encoder, method.head, "cpu")
     return {"knn_random": knn_random["h"], "knn_final": knn_final["h"],
             "knn_random_z": knn_random.get("z"), "knn_final_z": knn_final.get("z"), "steps": step,
             "schedule_steps": total,
@@ -249,7 +271,7 @@ def main(argv=None) -> int:
               "schedule": args.schedule}
     print(json.dumps(report, indent=2))
     if "throughput" not in args.skip:
-        report["throughput"] = throughput(cfg, train_ds.images, args.steps)
+        report["throughput"] = throughput(cfg, args.steps)
         print(json.dumps(report["throughput"], indent=2))
     if "ours" not in args.skip:
         run_dir = Path(args.run_dir) / datetime.now().strftime("%Y%m%d-%H%M%S")

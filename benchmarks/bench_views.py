@@ -33,8 +33,13 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from contrastive_lab import native  # noqa: E402
-from contrastive_lab.augment import BatchedViews, ViewRecipe, build_torchvision_pipeline, get_recipe  # noqa: E402
+from contrastive_lab.views import (  # noqa: E402
+    BatchedViews,
+    ViewRecipe,
+    build_torchvision_pipeline,
+    get_recipe,
+    native,
+)
 
 N_IMAGES = 256
 REPO = Path(__file__).resolve().parents[1]

@@ -3,6 +3,9 @@
 Each run folder written by ``python -m contrastive_lab train --out DIR ...`` holds ``config.json``
 and ``results.json``; this script lists, for every folder, the config keys that differ from the
 preset, the optimizer steps, the training time and the kNN top-1 before and after training.
+A config.json nests the method's options under ``"options"`` (``Config.to_dict``); both levels
+are compared, and an option is listed by its own name (``temperature=0.2``), as ``key=value``
+overrides name it. Flat config.json files written before the options moved are read too.
 
     python benchmarks/collect_runs.py runs/screen/* --preset simclr-cifar10-cpu \\
         --out benchmarks/results/demo_screen.json
@@ -23,10 +26,31 @@ from contrastive_lab.presets import Config, get_preset
 IGNORED = {"data_root"}  # where the data lay, not what was trained
 
 
+def flat_config(config: dict) -> dict:
+    """A config.json as one level: the shared keys, then the method's ``options`` by their own names
+    (an option named like a shared key is listed as ``options.<key>``). A flat (older) file is
+    returned as it is."""
+    flat = {k: v for k, v in config.items() if k != "options"}
+    for k, v in (config.get("options") or {}).items():
+        flat[f"options.{k}" if k in flat else k] = v
+    return flat
+
+
+def config_defaults(method: str) -> dict:
+    """Config's defaults for ``method`` (its options class's defaults included), flattened; Config's
+    own defaults for a method this installation does not know."""
+    try:
+        return flat_config(asdict(Config(method=method)))
+    except ValueError:
+        return flat_config(asdict(Config()))
+
+
 def changed_keys(config: dict, preset: dict) -> dict:
-    """The config entries that differ from the preset's (``data_root`` aside). A key the preset's
-    record lacks (a field added since) counts as changed only if it is not at Config's default."""
-    defaults = asdict(Config())
+    """The config entries, shared keys and method options alike, that differ from the preset's
+    (``data_root`` aside). A key the preset's record lacks (a field added since, or an option of
+    another method) counts as changed only if it is not at its default."""
+    config, preset = flat_config(config), flat_config(preset)
+    defaults = config_defaults(config.get("method", Config.method))
     return {k: v for k, v in sorted(config.items()) if k not in IGNORED and preset.get(k, defaults.get(k)) != v}
 
 

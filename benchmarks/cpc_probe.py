@@ -8,7 +8,7 @@ Usage (from the repository root, with CONTRASTIVE_LAB_DATA pointing at the data)
 What it does:
 
 1. Builds the ``cpc-cifar10-cpu`` preset (a 7x7 grid of 8-px patches with stride 4, LayerNorm patch
-   net, row-causal context, K=3 rows ahead, per-patch augmentation; see ``presets.cpc_cifar10_cpu``).
+   net, row-causal context, K=3 rows ahead, per-patch augmentation; see ``methods.cpc.cpc_cifar10_cpu``).
 2. Calibrates: times a few optimizer steps and sets ``max_steps`` so the learning-rate schedule
    ends at about ``--budget-s`` seconds of training (``time_budget_s`` is a hard cap as well).
 3. Trains with the engine (``engine.train``), which also reports the weighted kNN top-1 of the
@@ -41,7 +41,7 @@ import torch
 from contrastive_lab import engine
 from contrastive_lab.data import load_dataset
 from contrastive_lab.evaluate import linear_probe
-from contrastive_lab.methods import build_method
+from contrastive_lab.methods import Batch, build_method, load_method
 from contrastive_lab.presets import Config, get_preset
 
 RESULTS = Path(__file__).resolve().parent / "results" / "cpc_probe.json"
@@ -69,12 +69,13 @@ def steps_per_second(cfg: Config, images: torch.Tensor, steps: int = 5) -> float
     method = build_method(cfg).train()
     optimizer = torch.optim.AdamW(method.parameters(), lr=1e-4)
     dtype = engine.resolve_precision(cfg, device)
-    x = engine.eval_transform(cfg)(images[: cfg.batch_size])
+    x = engine.config_eval_transform(cfg)(images[: cfg.batch_size])
+    batch = Batch([x], torch.arange(len(x)))  # CPC trains on one view
     times = []
-    for _ in range(steps + 1):
+    for _ in range(steps + 1):  # CPC has no after_step hook: nothing runs after optimizer.step()
         t0 = time.perf_counter()
         with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-            loss, _ = method(x, x, None)
+            loss, _ = method(batch)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -121,9 +122,7 @@ def main() -> None:
     random_init = build_method(cfg)
     with tempfile.TemporaryDirectory() as tmp:
         run = engine.train(cfg, Path(tmp) / "run", verbose=True)
-        state = engine.load_checkpoint(Path(tmp) / "run" / "checkpoints" / "last.pt")
-    trained = build_method(cfg)
-    trained.load_state_dict(state["method"])
+        _, trained = load_method(Path(tmp) / "run" / "checkpoints" / "last.pt")
 
     results = {
         "cpc_trained": probe(trained.encoder, train_ds, test_ds, cfg, device),

@@ -75,7 +75,9 @@ class Run:
 
 
 def base_changes(epochs: int) -> dict[str, Any]:
-    """Config fields shared by every run (applied on top of the moco-v2-cifar10-cpu preset)."""
+    """Config fields shared by every run (applied on top of the moco-v2-cifar10-cpu preset; a method
+    option only where the run's method has it: ``bn_splits`` and ``shuffle_bn`` are MoCo's, and
+    ``bn_splits`` InstDisc's too)."""
     return dict(
         dataset="cifar10", recipe="simclr_cifar", encoder="resnet10", width=0.25, image_size=32,
         head="moco_v2", proj_dim=128, temperature=0.2, bn_splits=1, shuffle_bn=True,
@@ -115,18 +117,17 @@ def worker(payload: str) -> dict[str, Any]:
     import torch
 
     from contrastive_lab import engine
-    from contrastive_lab.methods import build_method
-    from contrastive_lab.presets import Config
+    from contrastive_lab.config import config_from_dict
+    from contrastive_lab.methods import load_method
 
     spec = json.loads(payload)
-    cfg = Config(**spec["config"])
+    cfg = config_from_dict(spec["config"])
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     with tempfile.TemporaryDirectory(prefix="negatives-sweep-") as tmp:
         result = engine.train(cfg, Path(tmp) / "run", verbose=False)
         rows = engine.read_metrics(Path(tmp) / "run" / "metrics.csv")
+        _, method = load_method(Path(tmp) / "run" / "checkpoints" / "last.pt")  # its queue or bank as trained
     steps = result["step"]
-    torch.manual_seed(cfg.seed)
-    method = build_method(cfg)
     curve = [{k: r[k] for k in ("step", "loss", "top1", "pos_cos", "neg_cos") if k in r} for r in rows if "loss" in r]
     return {
         "knn_top1": result["knn_final"],
@@ -148,12 +149,19 @@ def worker(payload: str) -> dict[str, Any]:
 
 
 def run_config(run: Run, epochs: int, smoke: bool):
+    """The run's config: the preset switched to the run's method, then the common fields and the
+    run's changes, each option only where that method has it (see :func:`base_changes`)."""
+    from contrastive_lab.config import config_keys
     from contrastive_lab.presets import get_preset
 
-    cfg = get_preset("moco-v2-cifar10-cpu").replace(**{**base_changes(epochs), **run.changes})
+    changes = {**base_changes(epochs), **run.changes}
+    cfg = get_preset("moco-v2-cifar10-cpu").replace(method=changes.pop("method"))
+    keys = set(config_keys(cfg.method))
+    cfg = cfg.replace(**{k: v for k, v in changes.items() if k in keys})
     if smoke:  # a few steps on a subset: tests the script, not the science
-        cfg = cfg.replace(max_steps=2, subset=600, num_negatives=min(cfg.num_negatives, 256),
-                          knn_max_train=300, knn_k=20)
+        cfg = cfg.replace(max_steps=2, subset=600, knn_max_train=300, knn_k=20)
+        if hasattr(cfg.options, "num_negatives"):
+            cfg = cfg.replace(num_negatives=min(cfg.options.num_negatives, 256))
     return cfg
 
 

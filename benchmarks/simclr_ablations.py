@@ -59,10 +59,10 @@ from sweep_parts import merge_files, merge_parts
 from torch import Tensor, nn
 
 from contrastive_lab import engine
-from contrastive_lab.augment import rgb_to_gray
 from contrastive_lab.evaluate import knn_accuracy, linear_probe
-from contrastive_lab.methods import build_method
+from contrastive_lab.methods import build_method, load_method
 from contrastive_lab.presets import Config, get_preset
+from contrastive_lab.views import rgb_to_gray
 
 RESULTS = Path(__file__).resolve().parent / "results" / "simclr_ablations.json"
 GROUPS = ("composition", "head", "temperature", "batch")
@@ -135,15 +135,6 @@ def plan(epochs: int) -> list[Run]:
     return runs
 
 
-def load_method(run_dir: Path) -> tuple[Config, nn.Module]:
-    """The trained method (encoder f and head g) from a run folder's last checkpoint."""
-    state = engine.load_checkpoint(run_dir / "checkpoints" / "last.pt")
-    cfg = engine.config_from_checkpoint(state)
-    method = build_method(cfg)
-    method.load_state_dict(state["method"])
-    return cfg, method.eval()
-
-
 @contextlib.contextmanager
 def single_thread():
     """Run tiny ops (the linear probes' 128 x 10 matmuls) on one thread: on a shared, loaded CPU,
@@ -182,7 +173,7 @@ def colour_drop_probe(model: nn.Module, train_images: Tensor, test_images: Tenso
 
 def evaluate(run: Run, run_dir: Path, train_ds, test_ds, device) -> dict[str, float]:
     """kNN and linear probe on h; for the head group also on z = g(h) and the colour-drop probe."""
-    cfg, method = load_method(run_dir)
+    cfg, method = load_method(run_dir / "checkpoints" / "last.pt")  # encoder f and head g, in eval mode
     method.to(device)
     models = {"h": method.encoder}
     if run.group == "head":

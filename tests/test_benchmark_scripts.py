@@ -93,3 +93,27 @@ def test_collect_runs_lists_what_differs_from_the_preset(tmp_path):
     (run / "results.json").unlink()
     with pytest.raises(SystemExit, match="no results.json"):
         collect_runs.collect(run, preset)
+
+
+def test_collect_runs_lists_changed_method_options_too(tmp_path):
+    """config.json nests the method's options under "options": a changed option is a change, named
+    as key=value overrides name it; an older flat config.json compares alike."""
+    import json
+
+    from contrastive_lab.presets import get_preset
+
+    collect_runs = _load("collect_runs")
+    preset = json.loads(get_preset("simclr-cifar10-cpu").to_json())
+    assert "temperature" in preset["options"] and "temperature" not in preset  # the layout this test is about
+    nested = {**preset, "batch_size": 64, "options": {**preset["options"], "temperature": 0.2}}
+    assert collect_runs.changed_keys(nested, preset) == {"batch_size": 64, "temperature": 0.2}
+    flat = {**{k: v for k, v in nested.items() if k != "options"}, **nested["options"]}
+    assert collect_runs.changed_keys(flat, preset) == {"batch_size": 64, "temperature": 0.2}
+    assert collect_runs.changed_keys(preset, preset) == {}
+    run = tmp_path / "warm"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(nested))
+    (run / "results.json").write_text(json.dumps({"step": 10, "train_seconds": 1.0, "knn_random": 0.1,
+                                                  "knn_final": 0.2}))
+    record = collect_runs.collect(run, preset)
+    assert "| warm | batch_size=64, temperature=0.2 | 10 | 0.100 -> 0.200 |" in collect_runs.markdown([record])
