@@ -1,8 +1,10 @@
-"""Command line: ``python -m contrastive_lab {train,eval,embed,presets,check-data} ...``. A public contract.
+"""Command line: ``python -m contrastive_lab {train,eval,embed,index,search,presets,check-data} ...``. A public contract.
 
     train --preset NAME --out DIR [--resume] [--stop-at-step N] [key=value ...]
     eval  --checkpoint CKPT [--protocol knn|linear|finetune] [--out FILE.json]
     embed --checkpoint CKPT --dataset NAME --split SPLIT --out FILE.npz
+    index --embeddings FILE.npz --kind flat|hnsw|ivf-pq --out FILE.faiss   a faiss index of the features
+    search --index FILE.faiss --image QUERY.png -k 8   nearest gallery images, printed and drawn
     presets                      list the presets and their one-line descriptions
     check-data --dataset NAME [--split S] [--data-root DIR]   decode every image, list the bad ones
 
@@ -24,9 +26,10 @@ import tempfile
 from dataclasses import fields
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from .cli_embeddings import COMMANDS as EMBEDDING_COMMANDS
+from .cli_embeddings import add_parsers as add_embedding_verbs
 from .config import SAFE_ON_RESUME, Config, config_keys, field_comments, options_type
 from .data import check_dataset, label_subset
 from .engine import encode, exit_code, load_split, resolve_device, train
@@ -71,7 +74,7 @@ def _inherited_comments(kind: type) -> dict[str, str]:
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter
     parser = argparse.ArgumentParser(prog="python -m contrastive_lab", description=__doc__.split("\n")[0])
-    verbs = parser.add_subparsers(dest="verb", required=True, metavar="{train,eval,embed,presets,check-data}")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="{train,eval,embed,index,search,presets,check-data}")
 
     train_p = verbs.add_parser(
         "train",
@@ -101,12 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--epochs", type=int, default=0, help="epochs for linear/finetune (0: protocol default)")
     ev.add_argument("--out", default=None, help="JSON file for the result (default: eval_<protocol>.json beside the run)")
 
-    em = verbs.add_parser("embed", help="write encoder features h of a dataset split to .npz", formatter_class=fmt)
-    em.add_argument("--checkpoint", required=True, help="path to a last.pt written by train")
-    em.add_argument("--dataset", required=True, help="dataset name (cifar10, cifar100, stl10, synthetic, ...)")
-    em.add_argument("--split", default="test", help="dataset split")
-    em.add_argument("--out", required=True, help="output .npz with arrays features (N x D float32) and labels")
-    em.add_argument("--data-root", default=None, help="data root (default: $CONTRASTIVE_LAB_DATA or data/)")
+    add_embedding_verbs(verbs, fmt)  # embed, index, search (cli_embeddings.py)
 
     verbs.add_parser("presets", help="list presets", formatter_class=fmt)
 
@@ -144,8 +142,9 @@ def finetune_run(cfg: Config, checkpoint: str, fraction: float, epochs: int, tra
     base = get_preset("finetune-cifar10-cpu")
     ft = base.replace(
         dataset=cfg.dataset, data_root=cfg.data_root, train_split=cfg.train_split, test_split=cfg.test_split,
-        synthetic_size=cfg.synthetic_size, eval_size=cfg.eval_size, seed=cfg.seed, precision=cfg.precision,
-        batch_size=min(base.batch_size, labelled), epochs=epochs or base.epochs, figures=False, knn_every=0,
+        synthetic_size=cfg.synthetic_size, eval_size=cfg.evaluation_size(), seed=cfg.seed, precision=cfg.precision,
+        batch_size=min(base.batch_size, labelled), epochs=epochs or base.epochs,
+        max_steps=0 if epochs else base.max_steps, figures=False, knn_every=0,  # --epochs: all of them
         options=ClassifierOptions(init_checkpoint=str(checkpoint), label_fraction=fraction))
     with tempfile.TemporaryDirectory(prefix="finetune-") as tmp:
         return train(ft, Path(tmp) / "run", verbose=False)["top1"]
@@ -183,24 +182,6 @@ def cmd_eval(args) -> dict:
     return result
 
 
-def cmd_embed(args) -> dict:
-    out = Path(args.out)
-    if out.suffix != ".npz":
-        raise ValueError(f"--out must end in .npz, got {out}")
-    cfg, method = load_method(args.checkpoint)
-    data_cfg = cfg.replace(dataset=args.dataset, data_root=args.data_root or cfg.data_root)
-    ds = load_split(data_cfg, args.split)
-    if not hasattr(ds, "images"):
-        raise ValueError(f"embed writes in-memory datasets (cifar10, cifar100, stl10, synthetic); {args.dataset} "
-                         "streams from disk")
-    device = resolve_device(cfg, 0)
-    feats = encode(method.encoder.to(device), ds.images, cfg, device)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out, features=feats.float().numpy().astype(np.float32), labels=ds.labels.numpy().astype(np.int64))
-    print(f"wrote {out}: features {tuple(feats.shape)} float32, labels ({len(ds.labels)},)")
-    return {"out": str(out), "n": len(ds.labels), "dim": int(feats.shape[1])}
-
-
 def cmd_presets(args) -> dict:
     for name in sorted(PRESETS):
         print(f"{name:32s} {preset_summary(name)}")
@@ -216,7 +197,7 @@ def cmd_check_data(args) -> dict:
     return {"count": report.count}
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "embed": cmd_embed, "presets": cmd_presets,
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, **EMBEDDING_COMMANDS, "presets": cmd_presets,
             "check-data": cmd_check_data}
 
 

@@ -189,6 +189,35 @@ def all_gather_no_grad(x: Tensor) -> Tensor:
     return _gather_cat(x)
 
 
+def all_reduce_sum_with_grad(x: Tensor) -> Tensor:
+    """sum_r x_r on every rank, keeping the gradient path to every rank (identity when not distributed).
+
+    Backward: the incoming gradients are all-reduced (SUM), as for :func:`all_gather_with_grad`.
+    When every rank computes the same loss L from the summed tensor (Barlow Twins' cross-correlation
+    over the global batch, Zbontar et al. 2021, Algorithm 1), rank r's gradient for its own part is
+    W * dL/dx_r, and DDP's average over ranks gives exactly the single-process gradient dL/dtheta.
+    """
+    if not is_distributed():
+        return x
+    from torch.distributed.nn.functional import all_reduce  # autograd-aware collectives
+
+    return all_reduce(x.contiguous(), op=dist.ReduceOp.SUM)
+
+
+@torch.no_grad()
+def mean_over_all_rows(x: Tensor) -> Tensor:
+    """The mean of the rows of ``x`` over every rank's rows: sum_r sum_i x_ri / (W N), no gradient.
+
+    DINO's batch centre (Caron et al. 2021, ``update_center``: ``all_reduce`` of the batch sum, divided
+    by the global count); the mean over dim 0 when not distributed. Every rank must pass the same N.
+    """
+    total = x.sum(dim=0)
+    if is_distributed():
+        _check_same_shape(x)
+        dist.all_reduce(total)
+    return total / (x.shape[0] * get_world_size())
+
+
 def all_gather_object(obj):
     """A list with ``obj`` from every rank (rank order); ``[obj]`` when not distributed."""
     if not is_distributed():

@@ -159,8 +159,9 @@ class SmallResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """h = avgpool(layer4(...layer1(maxpool(relu(bn1(conv1(x))))))), flattened to (B, feature_dim)."""
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(x.shape)}.")
+        channels = self.conv1.in_channels  # 3, or what set_input_channels_ made it (CMC's L and ab views)
+        if x.ndim != 4 or x.shape[1] != channels:
+            raise ValueError(f"expected images of shape (B, {channels}, H, W), got {tuple(x.shape)}.")
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.fc(torch.flatten(self.avgpool(x), 1))
@@ -183,6 +184,19 @@ def resnet10(*, width: float = 1.0, cifar_stem: bool = True, zero_init_residual:
     """:class:`SmallResNet` with one BasicBlock per stage ("ResNet-10"); see its docstring."""
     return SmallResNet(width=width, blocks=(1, 1, 1, 1), cifar_stem=cifar_stem,
                        zero_init_residual=zero_init_residual)
+
+
+def set_input_channels_(model: nn.Module, channels: int) -> nn.Module:
+    """Give a ResNet's ``conv1`` ``channels`` input channels (a fresh, He-initialised conv of the same
+    shape otherwise), in place; return the model. CMC (Tian et al. 2019) encodes a 1-channel L view
+    and a 2-channel ab view, each with its own network (chapter 12)."""
+    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+        raise ValueError(f"channels must be a positive int, got {channels!r}.")
+    old = model.conv1
+    model.conv1 = nn.Conv2d(channels, old.out_channels, kernel_size=old.kernel_size, stride=old.stride,
+                            padding=old.padding, bias=old.bias is not None)
+    _init_conv(model.conv1)
+    return model
 
 
 ENCODERS: dict[str, Callable[..., nn.Module]] = {
@@ -316,8 +330,8 @@ def use_gemm_weight_grad_(model: nn.Module) -> int:
 
 __all__ = [
     "BASE_CHANNELS", "ENCODERS", "GemmGradConv2d", "TORCHVISION_RESNETS", "SmallResNet", "build_encoder",
-    "cifar_stem_", "conv2d_gemm_weight_grad", "gemm_weight_grad", "im2col_nhwc", "resnet10", "torchvision_resnet",
-    "use_gemm_weight_grad_",
+    "cifar_stem_", "conv2d_gemm_weight_grad", "gemm_weight_grad", "im2col_nhwc", "resnet10", "set_input_channels_",
+    "torchvision_resnet", "use_gemm_weight_grad_",
 ]
 
 

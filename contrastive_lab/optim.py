@@ -20,6 +20,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
 __all__ = [
+    "FixedLR",
     "LARS",
     "ScheduledLR",
     "StepDecay",
@@ -61,7 +62,7 @@ def _check_lr(lr: float) -> float:
     return lr
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+def param_groups(model: nn.Module, weight_decay: float, fixed_lr: tuple[str, ...] = ()) -> list[dict]:
     """Split trainable parameters into a decayed group and an excluded group.
 
     Excluded (``weight_decay=0``, ``lars_exclude=True``): every parameter with ``ndim <= 1``, i.e.
@@ -70,20 +71,32 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ``weight_decay`` and LARS adaptation. Frozen parameters (``requires_grad=False``) are left out;
     empty groups are dropped. Source: google-research/simclr excludes 'batch_normalization' and
     'bias' from both weight decay and layer adaptation (``lars_optimizer.py``, ``model_util.py``).
+
+    ``fixed_lr``: name prefixes (``"predictor."``) of parameters whose learning rate the schedule
+    must not change; they go into groups of their own marked ``fixed_lr=True`` (after the scheduled
+    ones), which :func:`build_lr_schedule` keeps at the base lr. SimSiam (Chen & He 2021, Sec. 4.2,
+    Table 1) trains its predictor at a fixed lr (official code: ``--fix-pred-lr``). A prefix that
+    names no trainable parameter is an error.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"param_groups expects an nn.Module, got {type(model).__name__}.")
     weight_decay = _check_nonneg("weight_decay", weight_decay)
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    if not decay and not no_decay:
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    unmatched = [f for f in fixed_lr if not any(n.startswith(f) for n, _ in named)]
+    if unmatched:
+        raise ValueError(f"fixed_lr names {unmatched}, but no trainable parameter of {type(model).__name__} "
+                         "starts with that prefix (parameter names look like 'predictor.layers.0.weight').")
+    groups = []
+    for fixed in (False, True):
+        chosen = [p for n, p in named if any(n.startswith(f) for f in fixed_lr) == fixed]
+        groups += [
+            {"params": [p for p in chosen if p.ndim > 1], "weight_decay": weight_decay, "lars_exclude": False,
+             "fixed_lr": fixed},
+            {"params": [p for p in chosen if p.ndim <= 1], "weight_decay": 0.0, "lars_exclude": True,
+             "fixed_lr": fixed},
+        ]
+    if not named:
         raise ValueError(f"{type(model).__name__} has no trainable parameters; nothing to optimise.")
-    groups = [
-        {"params": decay, "weight_decay": weight_decay, "lars_exclude": False},
-        {"params": no_decay, "weight_decay": 0.0, "lars_exclude": True},
-    ]
     return [g for g in groups if g["params"]]
 
 
@@ -185,9 +198,11 @@ def build_optimizer(
     lr: float,
     weight_decay: float,
     momentum: float | None = None,
+    fixed_lr: tuple[str, ...] = (),
     **kw,
 ) -> torch.optim.Optimizer:
-    """Build "sgd" | "adamw" | "lars" over :func:`param_groups` (no decay on norms and biases).
+    """Build "sgd" | "adamw" | "lars" over :func:`param_groups` (no decay on norms and biases;
+    ``fixed_lr`` prefixes get groups the lr schedule leaves alone).
 
     ``momentum`` defaults to 0.9 for sgd and lars; for adamw it sets beta1, i.e.
     ``betas=(momentum, 0.999)`` (default: torch's ``(0.9, 0.999)``), and may not be combined with ``betas``.
@@ -201,7 +216,7 @@ def build_optimizer(
     unknown = sorted(set(kw) - set(_EXTRA_KWARGS[name]))
     if unknown:
         raise TypeError(f"{name} does not accept {unknown}; allowed extra arguments: {_EXTRA_KWARGS[name]}.")
-    groups = param_groups(model, weight_decay)
+    groups = param_groups(model, weight_decay, fixed_lr)
     if name == "adamw":
         if momentum is not None:  # Adam's beta1 is its momentum coefficient (Kingma & Ba 2015, Alg. 1)
             if "betas" in kw:
@@ -274,6 +289,16 @@ class StepDecay:
         return self.gamma ** sum(step >= m for m in self.milestones)
 
 
+class FixedLR:
+    """Picklable lr multiplier 1 at every step: the groups :func:`param_groups` marks ``fixed_lr``
+    (SimSiam's predictor, Sec. 4.2) keep their base lr, no warmup and no decay."""
+
+    fixed = True
+
+    def __call__(self, step: int) -> float:
+        return 1.0
+
+
 class ScheduledLR(LambdaLR):
     """A per-step ``LambdaLR`` driven through its own interface: ``warmup_steps``, ``total_steps``
     (None for a step schedule, which has no end) and :meth:`resize`, which moves the end of a
@@ -292,6 +317,8 @@ class ScheduledLR(LambdaLR):
         if self.total_steps is None:
             raise ValueError("a step schedule has no length to resize; fit_to_budget needs lr_schedule=cosine")
         for fn in self.lr_lambdas:
+            if getattr(fn, "fixed", False):  # a fixed-lr group has no length
+                continue
             warmup_cosine(0, total_steps, fn.warmup_steps, 1.0, fn.final_lr_ratio)  # validates
             fn.total_steps = total_steps
 
@@ -312,12 +339,19 @@ def build_scheduler(
 def build_lr_schedule(optimizer: torch.optim.Optimizer, kind: str, total_steps: int, warmup_steps: int,
                       milestones: list[int] | None = None) -> ScheduledLR:
     """``kind="cosine"``: warmup + cosine to zero (SimCLR Sec. 2.3); ``kind="step"``: warmup, then lr x0.1
-    at each of the ``milestones`` (optimizer steps; MoCo Sec. 4 and its linear evaluation)."""
+    at each of the ``milestones`` (optimizer steps; MoCo Sec. 4 and its linear evaluation). Groups
+    marked ``fixed_lr`` (:func:`param_groups`) keep their base lr (:class:`FixedLR`)."""
     if kind == "step":
-        return ScheduledLR(optimizer, StepDecay(list(milestones or []), warmup_steps))
-    if kind != "cosine":
+        schedule = StepDecay(list(milestones or []), warmup_steps)
+    elif kind == "cosine":
+        schedule = WarmupCosine(total_steps, warmup_steps)
+    else:
         raise ValueError(f"unknown lr schedule {kind!r}; use 'cosine' or 'step'")
-    return build_scheduler(optimizer, total_steps=total_steps, warmup_steps=warmup_steps)
+    if not any(g.get("fixed_lr") for g in optimizer.param_groups):
+        return ScheduledLR(optimizer, schedule)
+    if optimizer.param_groups[0].get("fixed_lr"):
+        raise ValueError("the first parameter group must be a scheduled one (param_groups puts fixed_lr last)")
+    return ScheduledLR(optimizer, [FixedLR() if g.get("fixed_lr") else schedule for g in optimizer.param_groups])
 
 
 def scale_lr(base_lr: float, batch_size: int, rule: str = "linear") -> float:

@@ -1,4 +1,5 @@
-"""Figures the chapters and the run folder share: image grids, curves, retrieval and embeddings.
+"""Figures the chapters and the run folder share: image grids, curves, retrieval and embeddings
+(``neighbour_grid`` and ``map_plot`` are chapter 10's query grid and 2-D map).
 
 Every function draws onto a matplotlib Figure and returns it; ``engine.figures.run_figures`` saves
 the four figures of a training run into ``<run>/figures/`` with them. Nothing here trains or
@@ -11,6 +12,7 @@ from collections.abc import Sequence
 
 import matplotlib.pyplot as plt  # headless machines fall back to the Agg backend by themselves
 import torch
+from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 from torch import Tensor
 
 
@@ -89,3 +91,50 @@ def retrieval_grid(query_images, query_feats, gallery_images, gallery_feats, n_q
     fig.suptitle(title or "query (left) and its nearest neighbours", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def neighbour_grid(query_images: Tensor, neighbour_images: Tensor, correct: Tensor | None = None,
+                   titles: Sequence[str] | None = None, title: str = "", scale: float = 1.0):
+    """Row q: query q, then its k neighbours (``neighbour_images`` (Q, k, 3, H, W)), best first. With
+    ``correct`` (Q, k) bool each neighbour gets a green (right class) or red (wrong) frame.
+    ``titles``: Q * (k + 1) captions in row order."""
+    q, k = neighbour_images.shape[:2]
+    rows = torch.cat([torch.cat([query_images[i : i + 1], neighbour_images[i]]) for i in range(q)])
+    fig = image_grid(rows, nrow=k + 1, titles=titles, scale=scale)
+    for i, ax in enumerate(fig.axes[: len(rows)]):
+        row, col = divmod(i, k + 1)
+        if col == 0 or correct is not None:
+            ax.axis("on")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            color = "black" if col == 0 else ("tab:green" if bool(correct[row, col - 1]) else "tab:red")
+            for spine in ax.spines.values():
+                spine.set(color=color, linewidth=1.5 if col == 0 else 3)
+    fig.suptitle(title or "query (left) and its nearest neighbours", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def map_plot(xy: Tensor, labels: Tensor, classes: Sequence[str], title: str, images: Tensor | None = None,
+             n_thumbnails: int = 0, ax=None, seed: int = 0):
+    """Scatter of 2-D map coordinates ``xy`` (N, 2) coloured by class; with ``images`` (N, 3, H, W),
+    ``n_thumbnails`` random points also show their image."""
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(5.5, 4.8))
+    xy, labels = torch.as_tensor(xy).float().numpy(), torch.as_tensor(labels)
+    cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+    for c, name in enumerate(classes):
+        m = (labels == c).numpy()
+        if m.any():
+            ax.scatter(xy[m, 0], xy[m, 1], s=4, color=cmap(c % cmap.N), label=name, alpha=0.7)
+    if images is not None and n_thumbnails:
+        pics = to_display(images)
+        for i in torch.randperm(len(xy), generator=torch.Generator().manual_seed(seed))[:n_thumbnails].tolist():
+            box = AnnotationBbox(OffsetImage(pics[i].numpy(), zoom=0.8), xy[i], frameon=True, pad=0.1,
+                                 bboxprops={"edgecolor": cmap(int(labels[i]) % cmap.N), "linewidth": 1.5})
+            ax.add_artist(box)
+    ax.set(title=title, xticks=[], yticks=[])
+    if len(classes) <= 10:
+        ax.legend(fontsize=6, markerscale=2, loc="best")
+    ax.figure.tight_layout()
+    return ax.figure

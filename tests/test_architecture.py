@@ -16,16 +16,16 @@ LAYERS = [
     {"config", "checkpoints"},
     {"data"},
     {"views", "augment"},
-    {"encoders", "heads"},
+    {"encoders", "heads", "text"},
     {"losses"},
-    {"memory", "momentum", "batchnorm"},
+    {"memory", "momentum", "batchnorm", "collapse"},
     {"cpc"},
     {"methods"},
     {"evaluate"},
     {"plots"},
     {"presets"},
     {"engine"},
-    {"cli", "__main__", "exercises"},
+    {"cli", "cli_embeddings", "__main__", "exercises"},
 ]
 
 

@@ -156,13 +156,13 @@ def test_blur_kernel_follows_simclr_code(size, expected):
 
 
 def test_get_recipe_overrides_and_registry():
-    assert set(A.RECIPES) == {"simclr_imagenet", "simclr_cifar", "moco_v1", "moco_v2"}
+    assert set(A.RECIPES) == {"simclr_imagenet", "simclr_cifar", "moco_v1", "moco_v2", "byol"}
     for name in A.RECIPES:
         assert A.get_recipe(name).name == name
         r = A.get_recipe(name, size=96)
         assert r.size == 96 and r == A.RECIPES[name](size=96)
     assert A.get_recipe("simclr_cifar", size=32, gray_p=0.0).gray_p == 0.0
-    with pytest.raises(ValueError, match=r"unknown recipe 'simclr'; valid recipes: \['moco_v1', 'moco_v2'"):
+    with pytest.raises(ValueError, match=r"unknown recipe 'simclr'; valid recipes: \['byol', 'moco_v1', 'moco_v2'"):
         A.get_recipe("simclr")
     with pytest.raises(ValueError, match=r"unknown ViewRecipe field\(s\) \['sise'\]; valid fields"):
         A.get_recipe("moco_v2", sise=32)

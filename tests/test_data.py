@@ -665,7 +665,7 @@ def test_load_dataset_dispatches_by_name(tmp_path):
 def test_load_dataset_rejects_unknown_names_and_roots_for_synthetic(tmp_path):
     with pytest.raises(
         ValueError,
-        match="unknown dataset 'imagenet'; valid names: cifar10, cifar100, stl10, synthetic, imagefolder",
+        match="unknown dataset 'imagenet'; valid names: cifar10, cifar10_captions, cifar100, stl10, synthetic, imagefolder",
     ):
         data.load_dataset("imagenet")
     with pytest.raises(ValueError, match="the synthetic dataset is generated in memory and reads no files"):

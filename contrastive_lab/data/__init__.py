@@ -19,6 +19,7 @@ Chapter 00 introduces the data. The modules, one concept each:
 ``tensor``          :class:`ImageTensorDataset`, the data errors, the shared input checks
 ``download``        :func:`data_root`, the archive table, md5-checked download, safe extraction
 ``cifar``           CIFAR-10/100 readers, :func:`cifar10_name`, :func:`load_book_data` (the chapters' data)
+``captions``        generated captions, :class:`CaptionTokenizer`, :func:`load_cifar10_captions` (ch. 12)
 ``stl10``           the STL-10 binaries
 ``folder``          :class:`ImageFolderDataset`, :func:`read_image`
 ``synthetic``       :func:`make_synthetic`, the offline texture dataset
@@ -31,6 +32,17 @@ Chapter 00 introduces the data. The modules, one concept each:
 from __future__ import annotations
 
 from ..runtime import DATA_ENV
+from .captions import (
+    CIFAR10_SYNONYMS,
+    HELDOUT_TEMPLATES,
+    TRAIN_TEMPLATES,
+    CaptionTokenizer,
+    caption_tokens,
+    fill_template,
+    generate_captions,
+    image_attributes,
+    load_cifar10_captions,
+)
 from .check import DatasetReport, check_dataset
 from .cifar import (
     CIFAR10_FILES,
@@ -64,6 +76,15 @@ __all__ = [
     "CIFAR10_SIZES",
     "CIFAR100_FILES",
     "CIFAR100_LABEL_TYPES",
+    "CIFAR10_SYNONYMS",
+    "HELDOUT_TEMPLATES",
+    "TRAIN_TEMPLATES",
+    "CaptionTokenizer",
+    "caption_tokens",
+    "fill_template",
+    "generate_captions",
+    "image_attributes",
+    "load_cifar10_captions",
     "DATASETS",
     "DATA_ENV",
     "DOWNLOAD_TIMEOUT_S",

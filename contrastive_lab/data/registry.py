@@ -1,6 +1,7 @@
 """One entry point by name: :data:`DATASETS` maps each dataset's name to its loader, :func:`load_dataset`.
 
-Names: ``cifar10``, ``cifar100``, ``stl10``, ``synthetic`` and ``imagefolder``; the engine and the CLI
+Names: ``cifar10``, ``cifar10_captions`` (CIFAR-10 with generated captions, :mod:`.captions`),
+``cifar100``, ``stl10``, ``synthetic`` and ``imagefolder``; the engine and the CLI
 load every run's data through :func:`load_dataset` (``dataset=`` in a config). It sits in its own
 module, below the package ``__init__``, so that :mod:`~contrastive_lab.data.check` can use it without
 an import circle. Chapter 00 introduces the datasets it names.
@@ -12,6 +13,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from .captions import load_cifar10_captions
 from .cifar import load_cifar10, load_cifar100
 from .folder import _load_image_folder
 from .stl10 import load_stl10
@@ -19,6 +21,7 @@ from .synthetic import make_synthetic
 
 DATASETS: dict[str, Callable[..., Any]] = {
     "cifar10": load_cifar10,
+    "cifar10_captions": load_cifar10_captions,
     "cifar100": load_cifar100,
     "stl10": load_stl10,
     "synthetic": make_synthetic,
@@ -29,7 +32,8 @@ DATASETS: dict[str, Callable[..., Any]] = {
 def load_dataset(
     name: str, split: str = "train", root: str | os.PathLike | None = None, **kwargs: Any
 ) -> Any:
-    """Load a dataset by name: ``cifar10``, ``cifar100``, ``stl10``, ``synthetic`` or ``imagefolder``.
+    """Load a dataset by name: ``cifar10``, ``cifar10_captions``, ``cifar100``, ``stl10``, ``synthetic``
+    or ``imagefolder``.
 
     ``kwargs`` go to the loader (e.g. ``download=False``, ``label_type="coarse"``, ``n=5000`` for
     synthetic, ``transform=`` for imagefolder, whose folder is ``<root>/<split>``). The synthetic set

@@ -152,18 +152,19 @@ def open_run(cfg: Config, out_dir: str | Path | None, resume: bool = False, verb
     method = prepare_model(built, cfg, device, world)
     model = wrap_ddp(method, device, world)
     optimizer = build_optimizer(cfg.optimizer, method, lr=resolve_lr(cfg), weight_decay=cfg.weight_decay,
-                                momentum=cfg.momentum, **({"nesterov": True} if cfg.nesterov else {}))
+                                momentum=cfg.momentum, fixed_lr=tuple(getattr(method, "fixed_lr_params", ())),
+                                **({"nesterov": True} if cfg.nesterov else {}))
     run = Run(cfg, out, rank, world, device, model_dtype(cfg), resolve_precision(cfg, device), train_ds, test_ds,
               build_batches(cfg, train_ds, method, device, rank, world), method,
               torch.compile(model) if cfg.compile else model, optimizer,
               lr_schedule(optimizer, cfg, ctx.total_steps, ctx.steps_per_epoch), ctx,
               build_monitor(cfg, train_ds, test_ds), None, print if (verbose and rank == 0) else _quiet, clock,
               total_steps=ctx.total_steps)
+    run.results = {"out_dir": str(out), "lr": resolve_lr(cfg), "steps_per_epoch": run.steps_per_epoch}
     if state is not None:
         restore(run, state)
     if out and run.is_main and not run.finished:
         open_folder(run, resumed=state is not None)
-    run.results = {"out_dir": str(out), "lr": resolve_lr(cfg), "steps_per_epoch": run.steps_per_epoch}
     return run
 
 
@@ -270,7 +271,8 @@ def restore(run: Run, state: dict[str, Any]) -> None:
         run.results = json.loads(results.read_text()) if results.is_file() else {"step": run.step}
         run.say(f"the run in {run.out} is finished (step {run.step} of {run.total_steps}); nothing to do, "
                 "its files are unchanged")
-    else:
+    else:  # what was measured before the kill (the random-init kNN at step 0) is not measured again
+        run.results.update(state.get("results", {}))
         run.say(f"resumed from {run.ckpt_path} at step {run.step}")
 
 
@@ -288,6 +290,7 @@ def save(run: Run, finished: bool = False) -> None:
         "context": {k: v for k, v in vars(replace(run.context, total_steps=run.total_steps)).items()
                     if k != "recipe"},
         "fitted_steps": run.fitted_steps,
+        "results": dict(run.results),
         "rng": {"torch": torch.get_rng_state(),
                 "views": run.batches.generator.get_state() if hasattr(run.batches, "generator")
                 else torch.zeros(0, dtype=torch.uint8)},

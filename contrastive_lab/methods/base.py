@@ -12,7 +12,8 @@ loss. The engine calls only what the protocol lists::
 and reads a few optional attributes: ``head`` (g; the kNN monitor also scores z = g(h)),
 ``log_keys`` (extra metrics.csv columns), ``needs_labels`` (the batch carries class labels; False
 for self-supervised methods, which never see them), ``num_views`` (views per image, default 2) or
-``view_recipes`` (one recipe per view, for multi-crop).
+``view_recipes`` (one recipe per view, for multi-crop), and ``fixed_lr_params`` (name prefixes of
+parameters whose lr the schedule leaves at its base value: SimSiam's predictor, optim.param_groups).
 
 A method file (``methods/simclr.py`` ...) holds the module, its options dataclass (the fields only
 it uses, each with its paper citation), its builder ``build(cfg, ctx) -> Method``, and its presets,

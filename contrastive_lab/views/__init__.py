@@ -7,7 +7,7 @@ come from the same image. Which views it sees is the single most important desig
 pair. This package gives
 
 * :class:`ViewRecipe` - the distribution of views, with the parameters of the papers
-  (:func:`simclr_imagenet`, :func:`simclr_cifar`, :func:`moco_v1`, :func:`moco_v2`,
+  (:func:`simclr_imagenet`, :func:`simclr_cifar`, :func:`moco_v1`, :func:`moco_v2`, :func:`byol`,
   registry :data:`RECIPES`, :func:`get_recipe`);
 * :func:`build_torchvision_pipeline` - that distribution as a per-image
   ``torchvision.transforms.v2`` pipeline, for DataLoader workers;

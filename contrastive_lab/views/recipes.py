@@ -203,11 +203,24 @@ def moco_v2(**overrides: Any) -> ViewRecipe:
     return _make(defaults, overrides)
 
 
+def byol(**overrides: Any) -> ViewRecipe:
+    """BYOL's first view T (Grill et al. 2020, "Bootstrap Your Own Latent", App. B, Table 6): crop area
+    ~ U(0.08, 1), flip p=0.5, ColorJitter(0.4, 0.4, 0.2, 0.1) with p=0.8, grayscale p=0.2, Gaussian blur
+    p=1.0 with sigma ~ U(0.1, 2.0) and a kernel of 10% of the side (23 px at 224). The second view T'
+    differs only in blur p=0.1 and solarization p=0.2: a method with ``asymmetric_views`` derives it
+    (solarization is not implemented here). DINO (Caron et al. 2021, ``DataAugmentationDINO``) and
+    Barlow Twins (Zbontar et al. 2021, App. / official code) use the same two views.
+    """
+    defaults = dict(name="byol", size=224, jitter=(0.4, 0.4, 0.2, 0.1), jitter_p=0.8, gray_p=0.2, blur_p=1.0)
+    return _make(defaults, overrides)
+
+
 RECIPES: dict[str, Callable[..., ViewRecipe]] = {
     "simclr_imagenet": simclr_imagenet,
     "simclr_cifar": simclr_cifar,
     "moco_v1": moco_v1,
     "moco_v2": moco_v2,
+    "byol": byol,
 }
 
 
