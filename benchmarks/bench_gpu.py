@@ -1,4 +1,4 @@
-"""GPU throughput benchmarks (chapter 12, "Scaling up"). Needs a CUDA GPU; exits with a message otherwise.
+"""GPU throughput benchmarks (chapter 13, "Scaling up"). Needs a CUDA GPU; exits with a message otherwise.
 
 1. **SimCLR ResNet-50 at 224 px**, one training step (views -> encoder -> head -> NT-Xent -> LARS) on
    one GPU at a per-GPU batch (default 256 images = 512 views), in four settings:
