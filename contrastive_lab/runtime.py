@@ -20,7 +20,10 @@ fall back to these only when called without them.
 from __future__ import annotations
 
 import os
+import resource
 import shutil
+import sys
+import time
 from functools import cache
 from pathlib import Path
 
@@ -30,6 +33,7 @@ SMOKE_ENV = "CONTRASTIVE_LAB_SMOKE"
 DATA_ENV = "CONTRASTIVE_LAB_DATA"
 NATIVE_ENV = "CONTRASTIVE_LAB_NATIVE"
 CACHE_ENV = "CONTRASTIVE_LAB_CACHE"
+_IMPORTED_AT = time.monotonic()  # a chapter imports the library in its first cell
 
 
 def smoke_mode() -> bool:
@@ -129,3 +133,21 @@ def autocast_dtype(device: torch.device | str) -> torch.dtype | None:
     if device.type == "cpu" and cpu_supports_bf16():
         return torch.bfloat16
     return None
+
+
+def peak_memory_mib() -> float:
+    """This process's peak resident memory so far in MiB (``getrusage``'s ``ru_maxrss``: KiB on
+    Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
+def chapter_report(start: float | None = None) -> str:
+    """One line for a chapter's last cell: the wall time since ``start`` (a ``time.monotonic()``
+    value; default: when this module was first imported, i.e. the chapter's first cell), the peak
+    memory, the mode and the CPU's bf16 support. README's table of demo times is read from it."""
+    seconds = time.monotonic() - (_IMPORTED_AT if start is None else start)
+    mode = "smoke" if smoke_mode() else "demo"
+    bf16 = "bf16 autocast" if cpu_supports_bf16() else "fp32 (no native bf16 on this CPU)"
+    return (f"chapter report: {seconds / 60:.1f} min wall, peak memory {peak_memory_mib():.0f} MiB, "
+            f"{mode} mode, {torch.get_num_threads()} threads, {bf16}")

@@ -103,3 +103,43 @@ def test_chapter_reads_the_smoke_switch_and_ends_with_exercises(text: Path):
     assert "## Exercises" in headings, f"{text.name} must end with an '## Exercises' section"
     after = headings[len(headings) - headings[::-1].index("## Exercises") :]
     assert not after, f"{text.name}: '## Exercises' must be the last heading, but {after} follow it"
+
+
+def _chapter_times():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("chapter_times", CHAPTERS.parent / "scripts" / "chapter_times.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_outputs_come_from_a_demo_run_of_at_most_ten_minutes(notebook: Path):
+    """The committed outputs are a demo-mode run (the first cell prints "smoke mode: False"; a smoke
+    run committed by mistake prints True), and the kernel's own cell timestamps put the whole run
+    within the 10-minute limit of a 2-core CPU."""
+    text = "".join("".join(o.get("text", "")) for c in jupytext.read(notebook).cells for o in c.get("outputs", []))
+    assert "smoke mode: False" in text, f"{notebook.name}: no 'smoke mode: False' in its outputs (print it in cell 1)"
+    assert "smoke mode: True" not in text, f"{notebook.name} was committed from a smoke-mode run"
+    timing = _chapter_times().chapter_time(notebook)
+    assert timing["minutes"] is not None, f"{notebook.name} has no execution timestamps; run `make execute-chapters`"
+    assert timing["minutes"] <= 10, f"{notebook.name}: its demo run took {timing['minutes']:.1f} min (limit 10)"
+
+
+def test_chapter_times_reads_the_kernel_stamps_and_the_report_line(tmp_path: Path):
+    """scripts/chapter_times.py on a constructed notebook: first start to last reply, and the memory."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    stamps = [("2026-12-01T10:00:00Z", "2026-12-01T10:01:00Z"), ("2026-12-01T10:01:00Z", "2026-12-01T10:04:30Z")]
+    for i, (start, reply) in enumerate(stamps):
+        cell = nbformat.v4.new_code_cell("print(1)", execution_count=i + 1)
+        cell.metadata["execution"] = {"iopub.execute_input": start, "shell.execute_reply": reply}
+        text = "smoke mode: False\n" if i == 0 else "chapter report: 4.5 min wall, peak memory 2048 MiB, demo mode\n"
+        cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=text)]
+        nb.cells.append(cell)
+    path = tmp_path / "99_x.ipynb"
+    nbformat.write(nb, path)
+    got = _chapter_times().chapter_time(path)
+    assert got == {"chapter": "99_x", "minutes": 4.5, "date": "2026-12-01", "mode": "demo", "memory_mib": 2048}

@@ -51,3 +51,19 @@ def test_cpu_bf16_detection_falls_back_to_fp32_without_the_flags(monkeypatch):
         assert runtime.autocast_dtype("cpu") is None
     finally:
         runtime.cpu_supports_bf16.cache_clear()
+
+
+def test_chapter_report_states_wall_time_memory_and_mode(monkeypatch):
+    """The line a chapter ends with: wall time since the given start, the peak memory of this process
+    (at least what a 64 MiB tensor adds), and the mode that ran."""
+    import time
+
+    import torch
+
+    monkeypatch.setenv(runtime.SMOKE_ENV, "1")
+    block = torch.ones(16 * 2**20)  # 64 MiB, touched
+    line = runtime.chapter_report(start=time.monotonic() - 90)
+    assert line.startswith("chapter report: 1.5 min wall") and "smoke mode" in line
+    assert runtime.peak_memory_mib() >= 64 and float(block[0]) == 1.0
+    monkeypatch.setenv(runtime.SMOKE_ENV, "0")
+    assert "demo mode" in runtime.chapter_report()
