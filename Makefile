@@ -43,7 +43,7 @@ chapters: $(STAMP)
 	$(SMOKE) $(PYTEST) --nbmake --nbmake-timeout=600 $(CHAPTERS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check contrastive_lab tests benchmarks scripts chapters/*.py
+	$(BIN)/ruff check contrastive_lab tests benchmarks scripts solutions chapters/*.py
 
 # The .py chapters open as notebooks: make "Jupytext Notebook" JupyterLab's default viewer for Python
 # files, in the settings overrides of the venv's JupyterLab (never the user's ~/.jupyter). Other

@@ -7,18 +7,25 @@ instructors' solutions and model answers live in ``solutions/`` (not in the pack
 handout`` copies the book without them). One module per chapter registers its exercises.
 """
 
-from . import ch04  # noqa: F401  (each chapter module registers its exercises)
+import importlib
+import pkgutil
+
 from .core import (
-           EXERCISES,
-           Case,
-           CheckResult,
-           Diagnosis,
-           Exercise,
-           ValueExercise,
-           check,
-           check_value,
-           solution,
+    EXERCISES,
+    Case,
+    CheckResult,
+    Diagnosis,
+    Exercise,
+    ValueExercise,
+    check,
+    check_value,
+    solution,
 )
 
 __all__ = ["EXERCISES", "Case", "CheckResult", "Diagnosis", "Exercise", "ValueExercise", "check", "check_value",
-           "solution"]
+    "solution"]
+
+# Each chapter's module (``chNN.py``) registers its exercises when imported; importing them all here
+# means ``check("07.2", ...)`` works whatever the reader imported first.
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name.startswith("ch")):
+    importlib.import_module(f"{__name__}.{_module}")
