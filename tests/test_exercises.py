@@ -119,3 +119,21 @@ def test_the_handout_holds_no_solution_code(tmp_path):
     ran = subprocess.run([sys.executable, "-c", probe], cwd=out, capture_output=True, text=True, timeout=120,
                          env={"PYTHONPATH": str(out), "PATH": "/usr/bin:/bin"})
     assert "solutions are not part of this handout" in ran.stdout, ran.stdout + ran.stderr
+
+
+def test_in_smoke_mode_a_check_cell_fails_when_the_solution_fails_its_check(monkeypatch):
+    """nbmake runs the chapters' check cells (untouched stubs) in smoke mode: there, a solution that no
+    longer passes its own check must fail the cell, not print a note nobody reads."""
+    from contrastive_lab import runtime
+    from contrastive_lab.exercises import core
+
+    def stub(*args):
+        raise NotImplementedError
+
+    monkeypatch.setenv(runtime.SMOKE_ENV, "1")
+    assert not check("04.2", stub, verbose=False).passed  # the solution passes: only the stub "fails"
+    monkeypatch.setattr(core, "solution", lambda exercise_id: (lambda z1, z2, t: 2 * solution("04.2")(z1, z2, t)))
+    with pytest.raises(AssertionError, match="the solution fails its own check"):
+        check("04.2", stub, verbose=False)
+    monkeypatch.setenv(runtime.SMOKE_ENV, "0")
+    assert "please report this" in "\n".join(check("04.2", stub, verbose=False).lines)

@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from .. import runtime
+
 SOLUTIONS = Path(__file__).resolve().parents[2] / "solutions"  # the repository's solutions/ folder
 
 
@@ -181,6 +183,8 @@ def check(exercise_id: str, fn: Callable[..., Any], verbose: bool = True) -> Che
             lines = ["  what a correct answer reports on the same inputs:", *demo]
             if not good:
                 lines.append("  (the instructors' solution fails: please report this)")
+                if runtime.smoke_mode():  # CI runs every check cell on the solutions: a broken one fails it
+                    raise AssertionError("\n".join([f"{ex.id}: the solution fails its own check", *demo]))
     if verbose:
         print("\n".join([head, *lines]))
     return CheckResult(ex.id, ok, [head, *lines])
@@ -198,6 +202,8 @@ def check_value(exercise_id: str, value: float | None, verbose: bool = True) -> 
             ok = False
         else:
             inner = check_value(exercise_id, float(reference()), verbose=False)
+            if not inner.passed and runtime.smoke_mode():
+                raise AssertionError(f"{ex.id}: the solution's value is outside the band its check computes")
             lines = [f"{ex.id} {ex.title}: no answer yet; a correct answer reports:", *["  " + x for x in inner.lines]]
             ok = False
     else:
