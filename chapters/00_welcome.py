@@ -60,21 +60,43 @@
 # ## A tour of the repository
 #
 # ```
-# chapters/          this book: NN_name.py (jupytext) paired with NN_name.ipynb (with outputs)
-# contrastive_lab/   the library, one concept per module, in the order the chapters teach them:
-#     data.py        CIFAR-10/100, STL-10, ImageFolder, a synthetic dataset, two-view wrapper
-#     augment.py     view recipes (SimCLR, MoCo) per image and batched on the device
-#     encoders.py    ResNets with the CIFAR stem, a small ResNet for CPUs
-#     heads.py       projection heads: none, linear, MLP
-#     losses.py      NT-Xent, InfoNCE, NCE, CPC, CLIP, alignment and uniformity
-#     methods.py     SimCLR (and later MoCo, InstDisc, CPC) as loss-producing modules
-#     engine.py      one training loop for CPU, GPU and torchrun
-#     evaluate.py    kNN monitor, linear probe, fine-tuning
-#     cli.py         python -m contrastive_lab train | eval | embed
-# data/              where datasets are downloaded (data/README.md says how to place them offline)
-# tests/             every loss, view and queue tested against an independent reference
-# benchmarks/        speed and accuracy measurements, recorded in BENCHMARKS.md
+# chapters/            this book: NN_name.py (jupytext) paired with NN_name.ipynb (with outputs)
+# contrastive_lab/     the library, one concept per module, in the order an image flows through it:
+#     data/            datasets as uint8 tensors: CIFAR-10/100, STL-10, ImageFolder, synthetic;
+#                      checksummed downloads, labelled subsets, check-data             ch. 00
+#     views/           view recipes (SimCLR, MoCo): per image for DataLoader workers and
+#                      batched on the device, with C kernels for the CPU               ch. 01
+#     encoders.py      f: ResNets with the CIFAR stem, a small ResNet for CPUs, FLOPs  ch. 02
+#     heads.py         g: projection heads (none, linear, MLP), BYOL's predictor       ch. 03
+#     losses/          one file per family: NT-Xent, InfoNCE, NCE, CPC, CLIP, alignment
+#                      and uniformity, each with a slow reference twin                 ch. 04, 07-09
+#     memory.py        where negatives come from: a memory bank, MoCo's queue          ch. 07
+#     momentum.py      the momentum (EMA) encoder                                      ch. 07-08
+#     batchnorm.py     shuffling, split and global batch norm                          ch. 08, 13
+#     cpc/             CPC's parts: 1-D sequences, image patches, the causal context   ch. 09
+#     methods/         one file per method (SimCLR, MoCo, InstDisc, CPC, linear and
+#                      fine-tuning classifiers): its module, options and presets;
+#                      base.py is the protocol the engine calls                        ch. 05-09
+#     engine/          one training loop for CPU, GPU and torchrun: the run, the step,
+#                      batches, time budgets, signals, logging, the run's figures      ch. 05, 13
+#     evaluate/        kNN classifier and monitor, linear probe, alignment/uniformity  ch. 02-05
+#   and around them:
+#     config.py        the run configuration: shared fields + the method's options (presets.py
+#                      gathers the named presets each method file defines)
+#     checkpoints.py   checkpoint files: atomic writes, safe reads, never a NaN
+#     optim.py         LARS, warmup + cosine schedules;  runtime.py  environment, device, bf16
+#     plots.py         drawing primitives (image grids, curves, retrieval, embeddings)
+#     cli.py           python -m contrastive_lab train | eval | embed | presets | check-data
+# data/                where datasets are downloaded (data/README.md says how to place them offline)
+# tests/               every loss, view and queue tested against an independent reference
+# benchmarks/          speed and accuracy measurements, recorded in BENCHMARKS.md
 # ```
+#
+# Each module opens with a docstring that says what it holds, so a `help(...)` or a click from any
+# chapter cell leads to the code behind it. The imports flow one way, with no circle: from
+# `runtime` and `config` at the bottom through data, views, encoders, heads, losses, the negatives'
+# machinery, cpc, methods and evaluate up to the engine (whose kNN monitor calls `evaluate`) and the
+# CLI; `tests/test_architecture.py` checks it. A new method is one new file in `methods/`.
 #
 # Two commands do most of the work: `make demo` trains SimCLR on CIFAR-10 on your CPU and prints
 # the kNN accuracy of the encoder before and after; `make test` runs the tests and every chapter.
@@ -86,7 +108,7 @@ import contrastive_lab
 from contrastive_lab import data, plots, runtime
 
 print("contrastive_lab", contrastive_lab.__version__, "| torch", torch.__version__)
-print("smoke mode (CI):", runtime.smoke_mode())
+print(f"smoke mode: {runtime.smoke_mode()} (CI sets CONTRASTIVE_LAB_SMOKE=1)")
 
 # %% [markdown]
 # ## CPU or GPU?
@@ -110,7 +132,7 @@ print("CUDA available:", torch.cuda.is_available())
 
 # %% [markdown]
 # On a GPU the same code runs unchanged (the engine picks `cuda`, and bf16 or fp16 autocast), and
-# on a cluster `torchrun` launches it on many GPUs (chapter 12).
+# on a cluster `torchrun` launches it on many GPUs (chapter 13).
 #
 # ## The data
 #
@@ -171,7 +193,8 @@ titles = [
 ]
 fig = plots.image_grid(rows, nrow=6, titles=titles, scale=1.0)
 agree = (train_set.labels[nearest[:, 0]] == test_set.labels[:6]).float().mean()
-print(f"nearest pixel neighbour has the query's class for {agree:.0%} of these 6 queries")
+print(f"nearest pixel neighbour in {train_set.name} train has the query's class for {agree:.0%} "
+      f"of these 6 {test_set.name} test queries")
 
 # %% [markdown]
 # ## How to read this book
@@ -181,7 +204,11 @@ print(f"nearest pixel neighbour has the query's class for {agree:.0%} of these 6
 # 3. **03 Projection heads**: why the loss is applied to $z = g(h)$ but we keep $h$.
 # 4. **04 NT-Xent**: the loss, built step by step, and what temperature does.
 # 5. **05-06 SimCLR**: end to end on a CPU, then its ablations.
-# 6. **07-09**: memory banks, MoCo's queue, CPC. **12**: scaling up to ImageNet on clusters.
+# 6. **07-09**: memory banks, MoCo's queue, CPC.
+# 7. **10 Using representations**: linear probes, few labels, retrieval, novelty detection, maps.
+# 8. **11 Beyond negatives**: BYOL, SimSiam, DINO, Barlow Twins, and why they do not collapse.
+# 9. **12 More views, labels and modalities**: CMC, AMDIM, SupCon, CLIP.
+# 10. **13 Scaling up**: from a notebook cell to torchrun and SLURM on clusters.
 #
 # Open the chapters with `make lab` (JupyterLab with jupytext: the `.py` files open as notebooks).
 #
@@ -191,6 +218,25 @@ print(f"nearest pixel neighbour has the query's class for {agree:.0%} of these 6
 #    its classes. Which dataset has more variation within a class?
 # 2. Repeat the pixel-space nearest-neighbour experiment on 1000 test images and compute the kNN
 #    accuracy. Keep the number: chapter 02 compares it with a *random* ResNet.
+#    **Checked** (`check_value("00.2", ...)` below): the 1-NN accuracy, by cosine similarity of the
+#    flattened pixels, of the first 1000 test images against the first 5000 training images.
 # 3. Where in the loss above does a *negative* appear? What happens to $\ell_{i,j}$ if every negative
 #    is far less similar than the positive? If one negative is an image of the same class?
+#    **Checked** (`check_value("00.3", ...)` below): compute $\ell_{i,j}$ for a batch of $N = 256$
+#    pairs at $\tau = 0.5$ when the positive has similarity 1 and all $2N - 2$ negatives 0.
 # 4. Run `python -m contrastive_lab train --help` and find the key that sets the temperature.
+
+# %%
+from contrastive_lab.exercises import check_value
+
+# Exercise 2: use train_set and test_set from above; replace None with your accuracy (a number in [0, 1]).
+pixel_knn_accuracy = None  # your code here
+check_value("00.2", pixel_knn_accuracy)
+
+# %%
+# Exercise 3: the loss of one anchor whose negatives are all orthogonal to it (N = 256, tau = 0.5).
+orthogonal_loss = None  # your code here
+check_value("00.3", orthogonal_loss)
+
+# %%
+print(runtime.chapter_report())

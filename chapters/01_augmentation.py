@@ -50,10 +50,20 @@ import torch
 from matplotlib.patches import Rectangle
 from torchvision.transforms import v2
 
-from contrastive_lab import augment, plots
-from contrastive_lab.augment import BatchedViews, build_torchvision_pipeline, get_recipe
+from contrastive_lab import plots
 from contrastive_lab.data import load_book_data, make_synthetic
 from contrastive_lab.runtime import pick, smoke_mode
+from contrastive_lab.views import (
+    RECIPES,
+    BatchedViews,
+    ViewParams,
+    ViewRecipe,
+    build_torchvision_pipeline,
+    gaussian_kernels,
+    get_recipe,
+    ks_critical,
+    ks_statistic,
+)
 
 torch.manual_seed(0)
 chapter_start = time.perf_counter()
@@ -93,13 +103,13 @@ print(test_set)
 # baselines" (Chen et al. 2020b, Sec. 3).
 #
 # The library holds these as frozen `ViewRecipe`s; the printout below is read from
-# `contrastive_lab.augment.RECIPES`, not typed by hand:
+# `contrastive_lab.views.RECIPES`, not typed by hand:
 
 # %%
 widths = {"size": 5, "crop_scale": 12, "jitter": 22, "jitter_p": 9, "gray_p": 7, "gray_before_jitter": 19,
           "blur_p": 7, "blur_sigma": 12}
 print(f"{'recipe':16s}" + "".join(f"{f:>{w}s}" for f, w in widths.items()))
-for name in augment.RECIPES:
+for name in RECIPES:
     r = get_recipe(name)
     values = [getattr(r, f) if r.blur_p > 0 or f != "blur_sigma" else "-" for f in widths]
     print(f"{name:16s}" + "".join(f"{str(v):>{w}s}" for v, w in zip(values, widths.values())))
@@ -142,7 +152,7 @@ fig.tight_layout()
 # parameters of the *identity* view and change one field.
 
 # %%
-def identity_params(n: int, size: int) -> augment.ViewParams:
+def identity_params(n: int, size: int) -> ViewParams:
     """Parameters of n identity views of size x size images: whole image, no flip, neutral colours."""
     off = get_recipe("simclr_cifar", size=size, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_p=0.0,
                      jitter=(0.0, 0.0, 0.0, 0.0), jitter_p=0.0, gray_p=0.0)
@@ -177,7 +187,7 @@ n_crops = 6
 many = crop_views.sample_params(200, 32, 32, torch.Generator().manual_seed(5))
 area_order = (many.height * many.width).argsort()
 keep = area_order[torch.linspace(2, 197, n_crops).long()]  # six crops from the smallest to the largest
-cp = augment.ViewParams(**{f.name: getattr(many, f.name)[keep] for f in dataclasses.fields(many)})
+cp = ViewParams(**{f.name: getattr(many, f.name)[keep] for f in dataclasses.fields(many)})
 crops = crop_views.apply(img.expand(n_crops, -1, -1, -1), cp)
 fig, axes = plt.subplots(1, n_crops + 1, figsize=(1.25 * (n_crops + 1), 1.6))
 axes[0].imshow(plots.to_display(img)[0].numpy(), interpolation="nearest")
@@ -268,9 +278,9 @@ fig.tight_layout()
 # (App. B.9).
 
 # %%
-for sigma in (0.5, 1.0, 2.0, 100.0):
-    taps = torch.exp(-torch.tensor([-1.0, 0.0, 1.0]) ** 2 / (2 * sigma**2))
-    print(f"3-tap Gaussian, sigma={sigma:6.1f}: {(taps / taps.sum()).numpy().round(3)}")
+sigmas3 = torch.tensor([0.5, 1.0, 2.0, 100.0], dtype=torch.float64)
+for sigma, taps in zip(sigmas3.tolist(), gaussian_kernels(sigmas3, 3, torch.float64)):  # the pipeline's taps
+    print(f"3-tap Gaussian, sigma={sigma:6.1f}: {taps.numpy().round(3)}")
 
 # %% [markdown]
 # ## Two implementations of one distribution
@@ -291,7 +301,7 @@ for sigma in (0.5, 1.0, 2.0, 100.0):
 # (On a CPU there is one more level. Even batched, the colour jitter is ~800 small PyTorch ops per
 # batch, and at $24$-$32$ px their per-call overhead, not the arithmetic, is what costs. So
 # `BatchedViews` hands the crop and the colour steps of uint8/float32 CPU batches to two short C
-# files, `contrastive_lab/csrc/crop.c` and `colour.c`, compiled on first use (about a second, with
+# files, `contrastive_lab/views/csrc/crop.c` and `colour.c`, compiled on first use (about a second, with
 # any C compiler; without one it warns and stays in PyTorch; `CONTRASTIVE_LAB_NATIVE=0` turns them
 # off). They compute the same maths one image at a time while it sits in the cache, ~3x faster for
 # the whole view pipeline; the PyTorch functions `crop_resize_flip` and `color_jitter` stay the
@@ -352,16 +362,10 @@ fig = plots.image_grid(torch.cat([tv_batch, ours]), nrow=8, scale=0.9,
 # $1.36\sqrt{(n + m)/(nm)}$ (conservative here, since crop sizes on a 32 px grid are discrete). Even
 # for identical distributions one comparison in twenty exceeds it by chance; the unit tests in
 # `tests/test_augment.py` run the same kind of check with a false-alarm rate of 0.1 % or less.
+# Both numbers come from the library (`views.ks_statistic`, `views.ks_critical`), the functions the
+# tests call.
 
 # %%
-def ks_statistic(a: np.ndarray, b: np.ndarray) -> float:
-    """Two-sample Kolmogorov-Smirnov statistic D = max_t |F_a(t) - F_b(t)|."""
-    grid = np.sort(np.concatenate([a, b]))
-    cdf_a = np.searchsorted(np.sort(a), grid, side="right") / len(a)
-    cdf_b = np.searchsorted(np.sort(b), grid, side="right") / len(b)
-    return float(np.abs(cdf_a - cdf_b).max())
-
-
 n_boxes = pick(500, 20_000)
 recipe = get_recipe("simclr_cifar")
 bp = BatchedViews(recipe).sample_params(n_boxes, 32, 32, torch.Generator().manual_seed(0))
@@ -373,7 +377,7 @@ torch.manual_seed(0)
 boxes = [rrc.make_params([blank]) for _ in range(n_boxes)]
 tv_area = np.array([b["height"] * b["width"] for b in boxes]) / 32**2
 tv_logr = np.log(np.array([b["width"] / b["height"] for b in boxes]))
-critical = 1.36 * math.sqrt(2 / n_boxes)
+critical = ks_critical(n_boxes, n_boxes, alpha=0.05)
 fig, axes = plt.subplots(1, 2, figsize=(7.5, 2.8))
 for ax, (label, a, b) in zip(axes, [("crop area fraction", ours_area, tv_area),
                                     ("log aspect ratio log(w/h)", ours_logr, tv_logr)]):
@@ -400,7 +404,7 @@ stats = {
     "colourfulness": lambda v: v.std(dim=1).mean(dim=(1, 2)),
 }
 fig, axes = plt.subplots(1, 2, figsize=(7.5, 2.8))
-critical = 1.36 * math.sqrt(2 / n_out)
+critical = ks_critical(n_out, n_out, alpha=0.05)
 for ax, (label, fn) in zip(axes, stats.items()):
     a, b = fn(ours_out).numpy(), fn(tv_out).numpy()
     bins = np.linspace(min(a.min(), b.min()), max(a.max(), b.max()), 30)
@@ -542,7 +546,7 @@ def colour_hist(views: torch.Tensor, bins: int = 16) -> torch.Tensor:
     return counts / counts.sum(dim=1, keepdim=True)
 
 
-def shortcut_accuracy(recipe: augment.ViewRecipe, images: torch.Tensor, seed: int = 0) -> float:
+def shortcut_accuracy(recipe: ViewRecipe, images: torch.Tensor, seed: int = 0) -> float:
     """Fraction of first views whose nearest second view by colour histogram (L1) is their partner."""
     views, g = BatchedViews(recipe), torch.Generator().manual_seed(seed)
     h1, h2 = colour_hist(views(images, g)), colour_hist(views(images, g))
@@ -607,3 +611,34 @@ print(f"chapter run time: {time.perf_counter() - chapter_start:.0f} s")
 # 6. `contrastive_lab.engine.view_recipe(Config(view_ops="crop,jitter"))` switches operations off
 #    for the ablation of chapter 06. Print the recipes it builds for `view_ops="crop"` and
 #    `view_ops="jitter,gray"` and predict their shortcut accuracy before you measure it.
+# 7. **Checked** (`check("01.7", ...)` below): write the random-resized-crop sampler for a batch,
+#    `my_crop_boxes(batch, height, width, scale, ratio, seed)`, returning a `(batch, 4)` int64 tensor of
+#    rows (top, left, h, w). Draw uniforms in $[0, 1)$ from `g = torch.Generator().manual_seed(seed)`,
+#    all float64, in this order: those of the area fractions of 10 attempts per sample
+#    (`torch.rand((batch, 10), generator=g, dtype=torch.float64)`), those of the log aspect ratios of
+#    the same attempts (`(batch, 10)`), then those of the corners (`(2, batch)`: top, left).
+#    It must give exactly `views.sample_crop_boxes`'s boxes, fallback included.
+# 8. **Checked** (`check("01.8", ...)` below): write the contrast step of the colour jitter for a
+#    float batch `x` (B x 3 x H x W in $[0, 1]$) with one factor per image, `factor` (B,), as
+#    torchvision's `adjust_contrast` and the library's `color_jitter` compute it.
+
+# %%
+from contrastive_lab import runtime
+from contrastive_lab.exercises import check
+
+
+def my_crop_boxes(batch, height, width, scale, ratio, seed):
+    raise NotImplementedError  # your code here
+
+
+check("01.7", my_crop_boxes)
+
+# %%
+def my_contrast(x, factor):
+    raise NotImplementedError  # your code here
+
+
+check("01.8", my_contrast)
+
+# %%
+print(runtime.chapter_report())

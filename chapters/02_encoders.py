@@ -44,12 +44,11 @@ import matplotlib.pyplot as plt
 import torch
 import torchvision
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from contrastive_lab import plots
 from contrastive_lab.data import load_book_data
-from contrastive_lab.encoders import ENCODERS, build_encoder, cifar_stem_
-from contrastive_lab.engine import eval_transform
+from contrastive_lab.encoders import ENCODERS, build_encoder, cifar_stem_, forward_flops
+from contrastive_lab.engine import config_eval_transform
 from contrastive_lab.evaluate import extract_features, knn_accuracy
 from contrastive_lab.presets import Config
 from contrastive_lab.runtime import autocast_dtype, cpu_supports_bf16, pick, smoke_mode
@@ -145,7 +144,7 @@ fig.tight_layout()
 
 # %%
 image = test_set.images[0:1]
-x = eval_transform(Config())(image)  # uint8 -> float, normalised with the CIFAR-10 mean and std
+x = config_eval_transform(Config())(image)  # uint8 -> float, normalised with the CIFAR-10 mean and std
 fig, axes = plt.subplots(2, len(STAGES) + 1, figsize=(1.2 * (len(STAGES) + 1), 3.3))
 for row, label in enumerate(["ImageNet stem, 32 px", "CIFAR stem, 32 px"]):
     out = stage_outputs(setups[label][0], x)
@@ -194,10 +193,11 @@ for label in ["ImageNet stem, 32 px", "CIFAR stem, 32 px"]:
 #
 # The stem changes almost nothing in the parameter count (a $3 \times 3$ instead of a $7 \times 7$
 # first convolution), but a lot in compute: the stages now run on 16 times more pixels. We count
-# floating-point operations two ways. `torch.utils.flop_counter.FlopCounterMode` intercepts every
-# matrix multiplication and convolution dispatched by PyTorch. Independently, a forward hook on
-# every `nn.Conv2d` applies the textbook formula for a convolution, a multiply and an add per
-# weight and output position:
+# floating-point operations two ways. The library's `encoders.forward_flops(encoder, size)` lets
+# PyTorch count them: `torch.utils.flop_counter.FlopCounterMode` intercepts every matrix
+# multiplication and convolution PyTorch dispatches (chapter 13 prices training runs with it). By
+# hand, a forward hook on every `nn.Conv2d` applies the textbook formula for a convolution, a
+# multiply and an add per weight and output position:
 #
 # $$\text{FLOPs} = 2 \cdot C_\text{out} H_\text{out} W_\text{out} \cdot \frac{C_\text{in}}{g} k_h k_w .$$
 #
@@ -231,13 +231,6 @@ def conv_flops_by_hooks(encoder: nn.Module, x: torch.Tensor) -> int:
     return total
 
 
-def flops(encoder: nn.Module, size: int) -> int:
-    """Forward FLOPs for one size x size image, as counted by FlopCounterMode."""
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        encoder.eval()(torch.randn(1, 3, size, size))
-    return counter.get_total_flops()
-
-
 specs = [
     ("resnet18, ImageNet stem", "resnet18", dict(cifar_stem=False), [224, 32]),
     ("resnet18, CIFAR stem", "resnet18", dict(cifar_stem=True), [32]),
@@ -252,10 +245,10 @@ print(f"{'encoder':26s}{'params':>9s}{'dim h':>7s}{'size':>6s}{'GFLOPs':>9s}{'GM
 for label, (enc, sizes) in models.items():
     n_params = sum(p.numel() for p in enc.parameters())
     for size in sizes:
-        f = flops(enc, size)
-        assert f == conv_flops_by_hooks(enc, torch.randn(1, 3, size, size)), label
+        f = forward_flops(enc, size)  # the library's count (FlopCounterMode)
+        assert f == conv_flops_by_hooks(enc, torch.randn(1, 3, size, size)), label  # the hand formula
         print(f"{label:26s}{n_params / 1e6:8.2f}M{enc.feature_dim:7d}{size:6d}{f / 1e9:9.3f}{f / 2e9:8.3f}")
-print("FlopCounterMode and the hook formula agree for every row")
+print("encoders.forward_flops (FlopCounterMode) and the hand formula agree for every row")
 
 # %% [markdown]
 # Two things to read off the table. The CIFAR stem costs about a third of the ImageNet ResNet at
@@ -277,7 +270,7 @@ print("FlopCounterMode and the hook formula agree for every row")
 
 # %%
 enc = build_encoder("resnet18", cifar_stem=True).eval()
-batch = eval_transform(Config())(test_set.images[:8])
+batch = config_eval_transform(Config())(test_set.images[:8])
 out = stage_outputs(enc, batch)
 with torch.no_grad():
     h = enc(batch)
@@ -376,9 +369,9 @@ print(f"load average after: {os.getloadavg()[0]:.1f} (a rise means other program
 # %%
 enc = build_encoder("resnet18", cifar_stem=True)
 imgs = test_set.images[: pick(32, 256)]
-h32 = extract_features(enc, imgs, transform=eval_transform(Config()), autocast=False)
+h32 = extract_features(enc, imgs, transform=config_eval_transform(Config()), autocast=False)
 if dtype is not None:
-    hlow = extract_features(enc, imgs, transform=eval_transform(Config()), autocast=True)
+    hlow = extract_features(enc, imgs, transform=config_eval_transform(Config()), autocast=True)
     rel = ((hlow - h32).norm(dim=1) / h32.norm(dim=1)).mean()
     cos = torch.nn.functional.cosine_similarity(hlow, h32, dim=1)
     print(f"mean relative difference |h_low - h_fp32| / |h_fp32|: {rel:.4f}")
@@ -396,7 +389,7 @@ else:
 # (`contrastive_lab.evaluate.knn_accuracy`). No parameter is trained: the classifier is only as
 # good as the geometry of the features. We compare raw pixels (flattened, as in chapter 00) with
 # untrained encoders, preprocessed exactly as the training engine does for evaluation
-# (`engine.eval_transform`: to float, normalise with the CIFAR-10 mean and std).
+# (`engine.config_eval_transform`: to float, normalise with the CIFAR-10 mean and std).
 #
 # To see *where* in the network the useful features appear, a small wrapper pools every stage
 # (global average pooling of the outputs of layer1 to layer4) and concatenates them; one pass
@@ -425,7 +418,7 @@ n_train, n_test = pick(200, len(train_set)), pick(100, len(test_set))
 train_x, train_y = train_set.images[:n_train], train_set.labels[:n_train]
 test_x, test_y = test_set.images[:n_test], test_set.labels[:n_test]
 k, tau = min(200, n_train), 0.1
-to_input = eval_transform(Config())  # Config() defaults: the simclr_cifar recipe at 32 px
+to_input = config_eval_transform(Config())  # Config() defaults: the simclr_cifar recipe at 32 px
 results, by_stage, seconds = {}, {}, {}
 
 
@@ -545,3 +538,30 @@ print(f"chapter run time: {time.perf_counter() - chapter_start:.0f} s")
 #    and predict them from the $w^2$ rule before you run it.
 # 6. Take a `torchvision.models.resnet50()` and load a `build_encoder("resnet50", cifar_stem=True)`
 #    state dict into it. What do you have to change first, and which keys are missing?
+# 7. **Checked** (`check("02.7", ...)` below): write `my_param_count(width, blocks, cifar_stem)`, the
+#    number of trainable parameters of `SmallResNet(width=width, blocks=blocks, cifar_stem=cifar_stem)`
+#    computed from the architecture alone (convolutions, batch norms, shortcuts), without building it.
+# 8. **Checked** (`check("02.8", ...)` below): write `my_layer4_side(size, cifar_stem)`, the side of
+#    the feature map `layer4` outputs for a `size` x `size` input, with the CIFAR or the ImageNet stem,
+#    for any size (odd ones included).
+
+# %%
+from contrastive_lab import runtime
+from contrastive_lab.exercises import check
+
+
+def my_param_count(width, blocks, cifar_stem):
+    raise NotImplementedError  # your code here
+
+
+check("02.7", my_param_count)
+
+# %%
+def my_layer4_side(size, cifar_stem):
+    raise NotImplementedError  # your code here
+
+
+check("02.8", my_layer4_side)
+
+# %%
+print(runtime.chapter_report())
