@@ -63,7 +63,7 @@ from contrastive_lab import cpc, engine, plots
 from contrastive_lab.data import load_book_data
 from contrastive_lab.evaluate import linear_probe
 from contrastive_lab.losses import cpc_info_nce
-from contrastive_lab.methods import build_method
+from contrastive_lab.methods import Batch, build_method, load_method, make_image_cpc
 from contrastive_lab.presets import get_preset
 from contrastive_lab.runtime import autocast_dtype, pick, smoke_mode
 
@@ -200,8 +200,8 @@ fig.tight_layout()
 # **Training.** Each step takes a batch of sequences and, for every offset $k$, scores each
 # prediction $W_k c_t$ against every latent $z_s$ ($s \ge k$) of every sequence in the batch:
 # $B (T - k)$ candidates, one of them the true future $z_{t+k}$, the others from other time steps
-# and other sequences (`cpc.cpc_loss`, which averages Eq. 4 over $k$; its loop twin
-# `cpc.cpc_loss_reference` spells out each term and the tests check they agree). Adam, as in CPC.
+# and other sequences (`losses.cpc_loss`, which averages Eq. 4 over $k$; its loop twin
+# `losses.cpc_loss_reference` spells out each term and the tests check they agree). Adam, as in CPC.
 
 # %%
 threads = torch.get_num_threads()
@@ -348,7 +348,7 @@ fig.tight_layout()
 # %%
 conv = cpc.RowCausalConv2d(1, 1, kernel_size=3)
 torch.manual_seed(0)
-img_model = cpc.make_image_cpc(patch_size=PATCH, stride=STRIDE, max_offset=3).train()  # LayerNorm, patch augmentation on
+img_model = make_image_cpc(patch_size=PATCH, stride=STRIDE, max_offset=3).train()  # LayerNorm, patch augmentation on
 some = cpc.extract_patches(train_set.images[:4].float() / 255, PATCH, STRIDE).clone().requires_grad_()
 _, ctx = img_model.context_from_patches(some)  # channels-last grids (B, G, G, D)
 i0, j0 = 3, 3
@@ -385,7 +385,7 @@ fig.tight_layout()
 
 # %%
 torch.manual_seed(0)
-bn_model = cpc.make_image_cpc(patch_size=PATCH, stride=STRIDE, norm="batch", patch_augment=False).train()
+bn_model = make_image_cpc(patch_size=PATCH, stride=STRIDE, norm="batch", patch_augment=False).train()
 for mode in ("train", "eval"):
     bn_model.train(mode == "train")
     _, ctx_bn = bn_model.context_from_patches(some)
@@ -430,11 +430,11 @@ fig.tight_layout()
 #
 # ## Training image CPC with the engine
 #
-# `method=cpc` is `cpc.ImageCPC`: patches of `view1` -> per-patch augmentation -> $z$ -> masked
-# context $c$ -> $W_1..W_K$ -> `cpc.cpc_loss`. The negatives for a prediction at offset $k$ are all
+# `method=cpc` is `methods.ImageCPC`: patches of the view -> per-patch augmentation -> $z$ -> masked
+# context $c$ -> $W_1..W_K$ -> `losses.cpc_loss`. The negatives for a prediction at offset $k$ are all
 # the other latents $k$ or more rows down, in the same image and in the other images of the batch
-# ($B \cdot G \cdot (G-k)$ candidates). **CPC uses one view**: the engine hands every method two views,
-# and CPC ignores the second. `method.encoder` maps an image to the mean of its patch latents,
+# ($B \cdot G \cdot (G-k)$ candidates). **CPC uses one view**: the engine hands a method as many views
+# as it asks for (its `num_views`), and `ImageCPC` asks for one. `method.encoder` maps an image to the mean of its patch latents,
 # the feature CPC evaluates, so the engine's kNN monitor and our linear probe work unchanged.
 #
 # The preset `cpc-cifar10-cpu` is the design above with Adam, batch 32 and image-level crop + flip.
@@ -462,7 +462,7 @@ print(f"kNN top-1 on {test_set.name} test: random init {result['knn_random']:.3f
 rows = [r for r in engine.read_metrics(run_dir / "metrics.csv") if "loss" in r]
 fig, axes = plt.subplots(1, 2, figsize=(8, 3.0))
 plots.curve([r["step"] for r in rows], [r["loss"] for r in rows], "step", "loss", "image CPC loss", ax=axes[0])
-for k in range(1, cpc_cfg.cpc_offsets + 1):
+for k in range(1, cpc_cfg.options.cpc_offsets + 1):
     plots.curve([r["step"] for r in rows], [r[f"acc_k{k}"] for r in rows], "step", "accuracy",
                 "training accuracy per offset", label=f"k={k}", ax=axes[1])
 
@@ -474,20 +474,18 @@ for k in range(1, cpc_cfg.cpc_offsets + 1):
 # down, where the patches no longer share any pixels with what the context has seen.
 
 # %%
-state = engine.load_checkpoint(run_dir / "checkpoints" / "last.pt")
+_, trained_method = load_method(run_dir / "checkpoints" / "last.pt")  # the library's one checkpoint reader
 torch.manual_seed(cpc_cfg.seed)
 random_method = build_method(cpc_cfg)  # the engine's initial weights: same seed, same builder
-trained_method = build_method(cpc_cfg)
-trained_method.load_state_dict(state["method"])
 n_eval = cpc_cfg.batch_size  # one test batch of the training batch size: same number of candidates
-test_views = engine.eval_transform(cpc_cfg)(test_set.images[:n_eval])
+test_batch = Batch([engine.config_eval_transform(cpc_cfg)(test_set.images[:n_eval])], torch.arange(n_eval))
 img_acc = {}
 for name, method in (("trained CPC", trained_method), ("random network", random_method)):
     method.eval()
     with torch.no_grad():
-        _, logs = method(test_views)
-    img_acc[name] = [float(logs[f"acc_k{k}"]) for k in range(1, cpc_cfg.cpc_offsets + 1)]
-ks_img = list(range(1, cpc_cfg.cpc_offsets + 1))
+        _, logs = method(test_batch)
+    img_acc[name] = [float(logs[f"acc_k{k}"]) for k in range(1, cpc_cfg.options.cpc_offsets + 1)]
+ks_img = list(range(1, cpc_cfg.options.cpc_offsets + 1))
 fig, ax = plt.subplots(figsize=(4.6, 3.1))
 for name, accs in img_acc.items():
     ax.plot(ks_img, accs, marker="o", label=name)
@@ -546,7 +544,7 @@ print(f"chapter ran in {time.perf_counter() - chapter_start:.0f} s")
 #
 # ## Exercises
 #
-# 1. **Negatives.** Change `cpc.cpc_loss` in a copy so that the candidates come *only* from the same
+# 1. **Negatives.** Change `losses.cpc_loss` in a copy so that the candidates come *only* from the same
 #    sequence (other time steps) and retrain the 1-D model. What happens to the accuracy at $k=1$,
 #    and to the probe on $c_t$? Then only from other sequences. Which negatives teach the hidden class?
 # 2. **Phase drift.** Regenerate the sequences with `phase_noise=0` and with `phase_noise=0.2`, and
@@ -558,6 +556,35 @@ print(f"chapter ran in {time.perf_counter() - chapter_start:.0f} s")
 #    Compare the training accuracy at $k=1$ and the linear probe with the layer-norm run. Which one
 #    "predicts" better, and which one learns the better representation?
 # 5. **Bottom-up.** CPC v2 also predicts upwards ("BU" in its Fig. 3). Flip the images vertically
-#    (`view.flip(-2)`) inside a small subclass of `cpc.ImageCPC`, sum the two losses, and compare.
+#    (`view.flip(-2)`) inside a small subclass of `methods.ImageCPC`, sum the two losses, and compare.
 # 6. **A row-wise GRU.** Replace `cpc.RowCausalContext` with a GRU that reads the mean latent of each
 #    row from top to bottom. Write the autograd causality test first, then compare the probe.
+# 7. **One offset by hand** *(checked: `09.7`)*. Write `my_cpc_offset_loss(latents, contexts, w, k)`: the
+#    InfoNCE $\mathcal L_k$ of Eq. 4 for the single offset $k$, with latents (B, T, ..., D), contexts
+#    (B, T, ..., C) and $W_k$ = `w` of shape (D, C), and the candidates of `losses.cpc_loss`. It is checked
+#    against `losses.cpc_loss_reference`, on sequences and on a grid of image patches.
+# 8. **Chance level** *(checked: `09.8`)*. A predictor that scores every candidate alike ($W_k = 0$)
+#    has which loss, for a batch of 8 sequences of 20 steps at $k = 4$? Relate it to the cap
+#    $\log N$ of the bound.
+
+# %%
+from contrastive_lab.exercises import check
+
+
+def my_cpc_offset_loss(latents, contexts, w, k):
+    """CPC's InfoNCE L_k for the one offset k (a scalar tensor)."""
+    raise NotImplementedError  # your code here
+
+
+check("09.7", my_cpc_offset_loss)
+
+# %%
+from contrastive_lab.exercises import check_value
+
+chance_loss = None  # your number: the loss of W_k = 0 for 8 sequences of 20 steps, k = 4
+check_value("09.8", chance_loss)
+
+# %%
+from contrastive_lab import runtime
+
+print(runtime.chapter_report())

@@ -16,7 +16,7 @@
 # ---
 
 # %% [markdown]
-# # 12 Scaling up: from a notebook cell to torchrun to sbatch
+# # 13 Scaling up: from a notebook cell to torchrun to sbatch
 #
 # Every chapter so far trained in one process on a laptop CPU. The papers did not: SimCLR's
 # ImageNet runs use a batch of 4096 images on 32 to 128 TPU cores (Chen et al. 2020, Sec. 2.2),
@@ -45,6 +45,7 @@
 # %%
 import importlib.util
 import os
+import statistics
 import string
 import subprocess
 import sys
@@ -56,23 +57,23 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 import contrastive_lab
 from contrastive_lab import engine
-from contrastive_lab.augment import BatchedViews
+from contrastive_lab.checkpoints import load_checkpoint
 from contrastive_lab.data import load_book_data
-from contrastive_lab.encoders import build_encoder
+from contrastive_lab.encoders import build_encoder, forward_flops
 from contrastive_lab.engine import EpochBatchSampler, forward_backward
 from contrastive_lab.losses import nt_xent
-from contrastive_lab.methods import build_method
+from contrastive_lab.methods import Batch, build_method
 from contrastive_lab.optim import LARS, scale_lr
 from contrastive_lab.presets import get_preset
 from contrastive_lab.runtime import pick, smoke_mode
+from contrastive_lab.views import BatchedViews
 
 chapter_start = time.perf_counter()
 REPO = Path(contrastive_lab.__file__).resolve().parents[1]
-WORK = Path(tempfile.mkdtemp(prefix="ch12-"))
+WORK = Path(tempfile.mkdtemp(prefix="ch13-"))
 print("smoke mode:", smoke_mode(), "| torch threads in this process:", torch.get_num_threads())
 train_set = load_book_data("train")
 DATA = train_set.name  # numbers measured on this data are labelled with its name (cifar10-mini here)
@@ -146,8 +147,8 @@ print(f"one process: {single['step']} steps in {single_s:.0f} s; two processes: 
 # compares, for every parameter tensor, the difference between the runs with the change the step made.
 
 # %%
-w_one = engine.load_checkpoint(single_dir / "checkpoints/last.pt")["method"]
-w_two = engine.load_checkpoint(ddp_dir / "checkpoints/last.pt")["method"]
+w_one = load_checkpoint(single_dir / "checkpoints/last.pt")["method"]
+w_two = load_checkpoint(ddp_dir / "checkpoints/last.pt")["method"]
 torch.manual_seed(cfg.seed)
 w_init = build_method(cfg).state_dict()
 names = [k for k in w_one if w_one[k].is_floating_point() and "running" not in k]
@@ -218,7 +219,7 @@ for name, row in rows.items():
 
 # %%
 GATHER_DEMO = '''
-"""Chapter 12: NT-Xent on 2 ranks, correct and with the two classic DDP bugs (run by torchrun)."""
+"""Chapter 13: NT-Xent on 2 ranks, correct and with the two classic DDP bugs (run by torchrun)."""
 import sys
 
 import torch
@@ -363,7 +364,7 @@ method18 = build_method(cfg18)
 x = train_set.images[: cfg18.batch_size]
 views = BatchedViews(engine.view_recipe(cfg18))
 gen = torch.Generator().manual_seed(0)
-loss, _ = method18(views(x, gen), views(x, gen))
+loss, _ = method18(Batch([views(x, gen), views(x, gen)], torch.arange(len(x))))
 loss.backward()
 layers = [(n, p) for n, p in method18.named_parameters() if p.ndim > 1]  # LARS adapts these (not BN/bias)
 rel = np.array([(p.grad.norm() / p.norm()).item() for _, p in layers])
@@ -402,7 +403,7 @@ off = torch.autocast("cpu", enabled=False)
 
 def gradient(accum: int) -> torch.Tensor:
     method.zero_grad()
-    forward_backward(method, v1, v2, index, accum, off, lambda loss: None)
+    forward_backward(method, Batch([v1, v2], index), accum, off, lambda loss: None)
     return torch.cat([p.grad.flatten() for p in method.encoder.parameters()])
 
 
@@ -476,14 +477,24 @@ print(rendered[rendered.index("srun --"):])
 # of the 32 processes reads the same checkpoint when the job is resubmitted. The folders must live on
 # a filesystem that all nodes see.
 #
+# **Time limits and preemption.** SLURM kills a job at its time limit and sends SIGTERM to a
+# preempted one. The templates ask for SIGUSR1 120 s before the limit (`--signal=B:USR1@120`,
+# printed above); the script's trap passes it on as SIGTERM to `srun`, which forwards it to every
+# `torchrun` and every rank. The engine treats SIGINT, SIGTERM and SIGUSR1 alike
+# (`engine.StopSignals`): every rank finishes its step, rank 0 writes `checkpoints/last.pt`, and the
+# CLI exits with 143 (128 + 15, SIGTERM's number), so a scheduler or script can tell an interrupted
+# run from a finished one (exit 0). After SIGUSR1 the script requeues the job (`--requeue`; where the
+# cluster does not allow it, resubmit the job file), and the new job finds `last.pt` and adds
+# `--resume`.
+#
 # ## What it costs
 #
 # The arithmetic is short: $\text{steps} = \text{epochs} \times \lfloor N/B \rfloor$, wall time
 # $= \text{steps} \times t_\text{step}$, GPU-hours $= $ wall time $\times$ GPUs.
 # `scripts/estimate_cost.py` does it for a preset from a step time you measured (`--step-time`, or a
 # run's `metrics.csv` with `--from-metrics`), or measures a few steps itself at the per-GPU batch.
-# The step times below are **assumptions for illustration**, not measurements; measure your own with
-# `benchmarks/bench_gpu.py` and a short run.
+# The GPU step times below are **assumptions for illustration**, not measurements; measure your own
+# with `benchmarks/bench_gpu.py` and a short run.
 
 # %%
 spec = importlib.util.spec_from_file_location("estimate_cost", REPO / "scripts" / "estimate_cost.py")
@@ -498,23 +509,32 @@ for preset, gpus, step_time, change in assumed:
     print(f"{preset} {preset_cfg.epochs} epochs on {gpus} GPUs at an assumed {step_time} s/step: "
           f"{res['steps']} steps, {res['wall_hours']:.0f} h wall clock, {res['gpu_hours']:.0f} GPU-hours")
 
-# measured, not assumed: this CPU's rate in the two-process run above, extrapolated to ImageNet
-rate = rows["2 processes"]["images_per_s"]
+# %% [markdown]
+# And this CPU? The one-step runs above logged rates dominated by one-off costs (the first step
+# allocates memory and picks its kernels), so they are no basis for an extrapolation. A rate worth
+# extrapolating is a **steady state**: we open the same SimCLR configuration as a run that writes
+# nothing (`engine.open_run(cfg, None)`), train it with `engine.run_steps`, discard the first steps as
+# warm-up and take the median time of the steps after them. One process uses both cores, which is
+# the fastest way to run on this machine (the two-process run above splits the same two cores).
+
+# %%
+rate_cfg = cfg.replace(max_steps=0, epochs=4)  # a schedule long enough for every step below
+rate_run = engine.open_run(rate_cfg, None, verbose=False)
+warmup, measured = pick(1, 2), pick(2, 12)
+ticks = [time.perf_counter()]
+engine.run_steps(rate_run, warmup + measured, on_step=lambda run, logs: ticks.append(time.perf_counter()))
+step_times = [b - a for a, b in zip(ticks, ticks[1:])]
+step_s = statistics.median(step_times[warmup:])
+rate = rate_cfg.batch_size / step_s
+print(f"first step {step_times[0]:.2f} s; steady state: median {step_s:.3f} s per step of {rate_cfg.batch_size} images "
+      f"over steps {warmup + 1}-{warmup + measured} = {rate:.0f} images/s (1 process, {torch.get_num_threads()} threads, "
+      f"{rate_cfg.encoder} x {rate_cfg.width} at 32 px, {DATA})")
+
 cpu = estimate_cost.estimate(get_preset("simclr-imagenet-r50"), 1, 4096 / rate, estimate_cost.IMAGENET_TRAIN)
-
-
-def forward_flops(encoder: torch.nn.Module, size: int) -> int:
-    """FLOPs of one image's forward pass (torch.utils.flop_counter)."""
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        encoder.eval()(torch.zeros(1, 3, size, size))
-    return counter.get_total_flops()
-
-
 ratio = forward_flops(build_encoder("resnet50", cifar_stem=False), 224) / forward_flops(
-    build_encoder(cfg.encoder, width=cfg.width, cifar_stem=True), 32)
-print(f"\nat this CPU's {rate:.0f} images/s ({cfg.encoder} x {cfg.width} at 32 px, one step measured above on {DATA}), "
-      f"100 epochs of ImageNet would take {cpu['wall_hours'] / 24:.0f} days, with a network that needs "
-      f"{ratio:.0f}x fewer FLOPs per image than ResNet-50 at 224 px")
+    build_encoder(rate_cfg.encoder, width=rate_cfg.width, cifar_stem=True), 32)
+print(f"at this steady {rate:.0f} images/s, 100 epochs of ImageNet would take {cpu['wall_hours'] / 24:.0f} days on this "
+      f"CPU, with a network that needs {ratio:.0f}x fewer FLOPs per image than ResNet-50 at 224 px")
 
 # %%
 print(f"chapter wall time: {time.perf_counter() - chapter_start:.0f} s (smoke mode: {smoke_mode()})")
@@ -538,3 +558,36 @@ print(f"chapter wall time: {time.perf_counter() - chapter_start:.0f} s (smoke mo
 # 6. Render `scripts/train_single_node.sbatch` for `linear-eval-moco-imagenet` with
 #    `OVERRIDES="init_checkpoint=/scratch/me/runs/moco-v2/checkpoints/last.pt"`. What is the
 #    per-GPU batch on 8 GPUs, and which learning-rate schedule does it use?
+# 7. **The lr of a G-GPU run** *(checked: `13.7`)*. Write `my_lr(base_lr, per_gpu_batch, gpus, rule)`, the
+#    learning rate the engine uses when `gpus` processes each take `per_gpu_batch` images, for
+#    `rule` = `"linear"` or `"sqrt"` (`optim.scale_lr`).
+# 8. **GPU-hours from a step time** *(checked: `13.8`)*. Write `my_gpu_hours(epochs, num_images,
+#    batch_size, gpus, step_time_s)`, the GPU-hours `scripts/estimate_cost.py` reports for a run of that
+#    shape at `step_time_s` seconds per optimizer step.
+
+# %%
+from contrastive_lab.exercises import check
+
+
+def my_lr(base_lr, per_gpu_batch, gpus, rule):
+    """The learning rate of a run on `gpus` processes of `per_gpu_batch` images each."""
+    raise NotImplementedError  # your code here
+
+
+check("13.7", my_lr)
+
+# %%
+from contrastive_lab.exercises import check
+
+
+def my_gpu_hours(epochs, num_images, batch_size, gpus, step_time_s):
+    """GPU-hours of a run of `epochs` epochs at `step_time_s` seconds per step on `gpus` GPUs."""
+    raise NotImplementedError  # your code here
+
+
+check("13.8", my_gpu_hours)
+
+# %%
+from contrastive_lab import runtime
+
+print(runtime.chapter_report())
