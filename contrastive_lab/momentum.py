@@ -110,3 +110,17 @@ def cosine_momentum(step: int, total_steps: int, base: float) -> float:
     base = check_momentum(base, "base momentum")
     t = min(step, total_steps) / total_steps
     return 1.0 - (1.0 - base) * (math.cos(math.pi * t) + 1.0) / 2.0
+
+
+EMA_SCHEDULES = ("constant", "cosine")
+
+
+def ema_momentum(step: int, total_steps: int, base: float, schedule: str) -> float:
+    """The EMA coefficient of the update after optimizer step ``step + 1`` (``step`` = 0, 1, ... K-1):
+    ``base`` (constant), or BYOL's tau_k = 1 - (1 - base)(cos(pi k / K) + 1) / 2 (Sec. 3.2), so the
+    first update uses tau_base and the coefficient reaches 1 at the end of the schedule."""
+    if schedule == "constant":
+        return check_momentum(base, "momentum_ema")
+    if schedule != "cosine":
+        raise ValueError(f"ema_schedule must be one of {EMA_SCHEDULES}, got {schedule!r}")
+    return cosine_momentum(step, total_steps, base)

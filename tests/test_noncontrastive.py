@@ -42,8 +42,8 @@ from contrastive_lab.losses import (
     simsiam_loss_reference,
 )
 from contrastive_lab.methods import Batch, Progress, build_method
-from contrastive_lab.methods.byol import ema_momentum
 from contrastive_lab.methods.dino import teacher_temperature
+from contrastive_lab.momentum import ema_momentum
 from contrastive_lab.optim import build_lr_schedule, build_optimizer, param_groups
 from contrastive_lab.presets import apply_overrides, get_preset
 from tests._dist import run_ranks

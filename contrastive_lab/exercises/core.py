@@ -184,7 +184,7 @@ def check(exercise_id: str, fn: Callable[..., Any], verbose: bool = True) -> Che
             if not good:
                 lines.append("  (the instructors' solution fails: please report this)")
                 if runtime.smoke_mode():  # CI runs every check cell on the solutions: a broken one fails it
-                    raise AssertionError("\n".join([f"{ex.id}: the solution fails its own check", *demo]))
+                    raise AssertionError("\n".join([f"{ex.id}: the solution fails its own check", *demo])) from None
     if verbose:
         print("\n".join([head, *lines]))
     return CheckResult(ex.id, ok, [head, *lines])

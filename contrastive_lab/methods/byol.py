@@ -35,7 +35,7 @@ from ..collapse import collapse_logs
 from ..config import Config, imagenet_r50, preset
 from ..heads import PredictorHead
 from ..losses import byol_loss
-from ..momentum import check_momentum, cosine_momentum, momentum_copy, momentum_update_
+from ..momentum import EMA_SCHEDULES, check_momentum, ema_momentum, momentum_copy, momentum_update_
 from ..views import ViewRecipe
 from .base import (
     Batch,
@@ -48,19 +48,6 @@ from .base import (
     register_method,
 )
 from .simclr import upcast
-
-EMA_SCHEDULES = ("constant", "cosine")
-
-
-def ema_momentum(step: int, total_steps: int, base: float, schedule: str) -> float:
-    """The EMA coefficient of the update after optimizer step ``step + 1`` (``step`` = 0, 1, ... K-1):
-    ``base`` (constant), or BYOL's tau_k = 1 - (1 - base)(cos(pi k / K) + 1) / 2 (Sec. 3.2), so the
-    first update uses tau_base and the coefficient reaches 1 at the end of the schedule."""
-    if schedule == "constant":
-        return check_momentum(base, "momentum_ema")
-    if schedule != "cosine":
-        raise ValueError(f"ema_schedule must be one of {EMA_SCHEDULES}, got {schedule!r}")
-    return cosine_momentum(step, total_steps, base)
 
 
 def two_view_recipes(recipe: ViewRecipe, asymmetric: bool) -> list[ViewRecipe]:

@@ -40,10 +40,10 @@ from ..collapse import collapse_logs
 from ..config import Config, imagenet_r50, preset
 from ..distributed import mean_over_all_rows
 from ..losses import dino_loss, teacher_probabilities
-from ..momentum import check_momentum, momentum_copy, momentum_update_
+from ..momentum import EMA_SCHEDULES, check_momentum, ema_momentum, momentum_copy, momentum_update_
 from ..views import ViewRecipe, get_recipe
 from .base import Batch, BuildContext, Progress, build_config_encoder, check_positive, register_method
-from .byol import EMA_SCHEDULES, ema_momentum, two_view_recipes
+from .byol import two_view_recipes
 from .simclr import upcast
 
 

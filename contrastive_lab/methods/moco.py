@@ -31,7 +31,7 @@ from ..batchnorm import batch_shuffle, batch_unshuffle, convert_to_split_batchno
 from ..config import Config, imagenet_r50, preset
 from ..losses import info_nce
 from ..memory import KeyQueue
-from ..momentum import check_momentum, cosine_momentum, momentum_copy, momentum_update_
+from ..momentum import EMA_SCHEDULES, check_momentum, cosine_momentum, momentum_copy, momentum_update_
 from .base import (
     Batch,
     BuildContext,
@@ -43,8 +43,6 @@ from .base import (
     register_method,
 )
 from .simclr import upcast
-
-EMA_SCHEDULES = ("constant", "cosine")
 
 
 def unit(x: Tensor) -> Tensor:
