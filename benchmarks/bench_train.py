@@ -156,7 +156,9 @@ def model_step(run: Run, batch: Batch) -> None:
     run.optimizer.step()
     hook = getattr(run.method, "after_step", None)
     if hook is not None:
-        hook(Progress(run.step, run.total_steps, run.steps_per_epoch))
+        # Progress counts the steps done, this one included (as optimizer_step passes it after
+        # run.step += 1); the bound does not advance run.step, so it is the step after the last full one
+        hook(Progress(run.step + 1, run.total_steps, run.steps_per_epoch))
 
 
 def ours_at_budget(cfg, budget: float, out_dir: Path, fit: bool) -> dict:
