@@ -117,3 +117,59 @@ def test_collect_runs_lists_changed_method_options_too(tmp_path):
                                                   "knn_final": 0.2}))
     record = collect_runs.collect(run, preset)
     assert "| warm | batch_size=64, temperature=0.2 | 10 | 0.100 -> 0.200 |" in collect_runs.markdown([record])
+
+
+def test_time_to_accuracy_interpolates_between_evaluations_and_says_none_when_never_reached():
+    tta = _load("bench_time_to_accuracy")
+    curve = [{"train_s": 0.0, "knn_h": 0.30}, {"train_s": 100.0, "knn_h": 0.40}, {"train_s": 200.0, "knn_h": 0.50}]
+    assert tta.time_to(curve, "knn_h", 0.45) == pytest.approx(150.0)  # halfway between 0.40 and 0.50
+    assert tta.time_to(curve, "knn_h", 0.50) == pytest.approx(200.0)
+    assert tta.time_to(curve, "knn_h", 0.30) == 0.0  # reached at the first evaluation
+    assert tta.time_to(curve, "knn_h", 0.51) is None
+
+
+def test_time_to_accuracy_watch_evaluates_at_start_and_end_and_pauses_the_clock():
+    tta = _load("bench_time_to_accuracy")
+    done, paused = [], []
+
+    def steps():
+        for _ in range(3):
+            done.append(1)
+            yield
+
+    curve = tta.watch(steps(), lambda: {"knn_h": float(len(done))}, budget=1e9, every=1e9, paused=paused.append)
+    assert [p["step"] for p in curve] == [0, 3] and [p["knn_h"] for p in curve] == [0.0, 3.0]
+    assert paused == []  # no evaluation between steps when every = 1e9
+    curve = tta.watch(steps(), lambda: {"knn_h": 0.0}, budget=1e9, every=0.0, paused=paused.append)
+    assert [p["step"] for p in curve] == [0, 1, 2, 3, 3] and len(paused) == 3  # after each step, then the end
+
+
+def test_bench_presets_covers_every_cpu_pretraining_preset_and_only_those():
+    bp = _load("bench_presets")
+    from contrastive_lab.presets import PRESETS
+
+    names = bp.cpu_presets()
+    assert "simclr-cifar10-cpu" in names and "dino-cifar10-cpu" in names and "byol-cifar10-cpu" in names
+    assert all(n.endswith("-cpu") for n in names) and not set(bp.CLASSIFIER_PRESETS) & set(names)
+    assert len(names) == sum(n.endswith("-cpu") for n in PRESETS) - len(bp.CLASSIFIER_PRESETS)
+    row = {"method": "simclr", "precision": "float32", "batch_size": 128, "views_per_image": 2,
+           "bound_img_per_s": 250.0, "full_img_per_s": 240.0, "views_ms": 4.0, "full_over_bound": 0.96}
+    assert "**0.960**" in bp.table({"simclr-cifar10-cpu": row})
+
+
+def test_bench_utilisation_folds_every_batchnorm_into_its_convolution_without_changing_the_output():
+    import torch
+
+    from contrastive_lab.encoders import build_encoder
+
+    util = _load("bench_utilisation")
+    torch.manual_seed(0)
+    encoder = build_encoder("resnet10", width=0.25).double()
+    for bn in (m for m in encoder.modules() if isinstance(m, torch.nn.BatchNorm2d)):  # non-trivial statistics
+        bn.running_mean.uniform_(-0.5, 0.5), bn.running_var.uniform_(0.5, 2.0), bn.weight.data.uniform_(0.5, 1.5)
+    encoder.eval()
+    x = torch.randn(4, 3, 24, 24, dtype=torch.float64)
+    expected = encoder(x)
+    folded = util.fold_bn_(encoder)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    torch.testing.assert_close(folded(x), expected, rtol=1e-10, atol=1e-10)
