@@ -641,27 +641,76 @@ else:
 #
 # ## Exercises
 #
-# 1. **SimSiam without the predictor.** Train `train_variant("simsiam", dict(predictor=False,
-#    fix_predictor_lr=False))` for the same steps. Expected: the effective rank of $z$ collapses
-#    as without stop-gradient (SimSiam Table 1, "no pred": 0.1 %). Check:
-#    `r["history"][-1]["z_rank"] < 0.5 * results["simsiam"]["SimSiam"]["history"][-1]["z_rank"]`.
+# 1. **The collapse meter by hand.** Write `my_normalized_std(z)`: for an $(N, d)$ float tensor $z$
+#    (any scale, bf16 included; upcast it), return the 0-dim tensor
+#    $\frac1d\sum_j \operatorname{std}_i(z_{ij}/\|z_i\|)$ with the **unbiased** std over the $N$ rows.
+#    Why is it exactly 0 on a ray, but not on a line through the origin?
+#    **Checked** (`check("11.1", ...)` below), against `collapse.normalized_std`.
 # 2. **The signed line.** For $z_i = s_i\,a$ with random signs $s_i = \pm 1$, prove that
 #    $\operatorname{std}(z) \to \frac1d\sum_j |a_j|/\|a\|$ as $N \to \infty$, and that this is about
 #    $\sqrt{2/\pi}/\sqrt d \approx 0.8/\sqrt d$ for a Gaussian $a$. Check numerically:
 #    `a = torch.randn(1, 256, dtype=torch.float64); s = torch.randint(0, 2, (4096, 1)) * 2 - 1`,
 #    then `abs(float(normalized_std(s * a)) - float((a.abs() / a.norm()).mean())) < 1e-3`.
-# 3. **DINO's uniform fixed point.** Show that if the teacher is uniform, $P_t = 1/K$, the loss
+#    **Checked** (`check_value("11.2", ...)` below): the limit, as a float, for the seeded direction
+#    `a = torch.randn(1, 256, generator=torch.Generator().manual_seed(5), dtype=torch.float64)` (this
+#    $a$'s value, not the Gaussian approximation).
+# 3. **DINO's loss by hand, and its uniform fixed point.** Write
+#    `my_dino_loss(student, teacher, center, student_temperature, teacher_temperature)` for student
+#    scores $(V, N, K)$, teacher scores $(G, N, K)$ of the first $G \le V$ (global) views and a centre
+#    $(K,)$: the mean over the pairs (teacher view $g$, student view $v \ne g$) of $H(P_t, P_s)$
+#    averaged over the $N$ images, with $P_t = \operatorname{softmax}((g_t - c)/\tau_t)$ and
+#    $P_s = \operatorname{softmax}(g_s/\tau_s)$ over the $K$ prototypes; return a 0-dim tensor
+#    (float32 for bf16 input). Then show that if the teacher is uniform, $P_t = 1/K$, the loss
 #    $H(P_t, P_s) \ge \log K$ with equality iff $P_s$ is uniform too. Check:
 #    `dino_loss(torch.zeros(2, 4, 8), torch.zeros(2, 4, 8), torch.zeros(8))` equals `math.log(8)`.
-# 4. **Barlow Twins' price of redundancy.** For $d$ identical standardised dimensions in both views,
-#    show $\mathcal{L}_{BT} = \lambda\,d(d-1)$ (up to BN's $\varepsilon$). Check with the `copies`
-#    batch above for $d = 6$: the loss is close to `lambd * 30`.
-# 5. **BYOL's momentum.** Rerun the $\tau = 0$ variant with `base_lr` doubled, and a $\tau = 0.99$
+#    **Checked** (`check("11.3", ...)` below), against `losses.dino_loss`.
+# 4. **Barlow Twins by hand, and the price of redundancy.** Write `my_barlow_twins_loss(z1, z2, lambd)`
+#    for two $(N, d)$ views: standardise each column over the batch as `BatchNorm1d(affine=False)` does
+#    ($(z - \text{mean}) / \sqrt{\text{var} + 10^{-5}}$, biased variance), $C = z_A^\top z_B / N$, and return
+#    $\sum_i (1 - C_{ii})^2 + \lambda \sum_{i \ne j} C_{ij}^2$ as a 0-dim tensor (float32 for bf16 input).
+#    Then, for $d$ identical standardised dimensions in both views, show
+#    $\mathcal{L}_{BT} = \lambda\,d(d-1)$ (up to BN's $\varepsilon$). Check with the `copies` batch
+#    above for $d = 6$: the loss is close to `lambd * 30`.
+#    **Checked** (`check("11.4", ...)` below), against `losses.barlow_twins_loss` (`gather=False`).
+# 5. **SimSiam without the predictor.** Train `train_variant("simsiam", dict(predictor=False,
+#    fix_predictor_lr=False))` for the same steps. Expected: the effective rank of $z$ collapses
+#    as without stop-gradient (SimSiam Table 1, "no pred": 0.1 %). Check:
+#    `r["history"][-1]["z_rank"] < 0.5 * results["simsiam"]["SimSiam"]["history"][-1]["z_rank"]`.
+# 6. **BYOL's momentum.** Rerun the $\tau = 0$ variant with `base_lr` doubled, and a $\tau = 0.99$
 #    run without predictor with `weight_decay=0`. Which collapses faster? Relate it to Tian et
 #    al.'s account of weight decay and the predictor.
-# 6. **DINO's one-dimensional collapse.** Train the "no centering" run for 3x the steps and plot
+# 7. **DINO's one-dimensional collapse.** Train the "no centering" run for 3x the steps and plot
 #    `top_prototype_share` from `r["probes"]`. Expected: it keeps rising towards 1 while the healthy
-#    run's stays near its starting value.
+#    run's stays near its starting value. Is there a step count at which the healthy run's share
+#    starts rising too, and what would you change (the centre momentum, $\tau_t$) to prevent it?
 
 # %%
-print(f"chapter wall time: {time.perf_counter() - chapter_start:.0f} s (smoke mode: {runtime.smoke_mode()})")
+from contrastive_lab.exercises import check, check_value
+
+
+def my_normalized_std(z):
+    raise NotImplementedError  # your code here
+
+
+check("11.1", my_normalized_std)
+
+# %%
+signed_line_limit = None  # your number here: the N -> infinity std for the seeded a of exercise 2
+check_value("11.2", signed_line_limit)
+
+# %%
+def my_dino_loss(student, teacher, center, student_temperature, teacher_temperature):
+    raise NotImplementedError  # your code here
+
+
+check("11.3", my_dino_loss)
+
+# %%
+def my_barlow_twins_loss(z1, z2, lambd):
+    raise NotImplementedError  # your code here
+
+
+check("11.4", my_barlow_twins_loss)
+
+# %%
+print(runtime.chapter_report())

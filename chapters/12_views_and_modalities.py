@@ -759,20 +759,37 @@ print(f"chapter wall time: {time.perf_counter() - chapter_start:.0f} s (smoke mo
 #
 # ## Exercises
 #
-# 1. **Three views.** Build `z = [f64(6, 4, seed=s) for s in range(3)]` and check
+# 1. **Three views.** Write `my_cmc_loss(z, temperature, graph)` for a list `z` of $M \ge 2$ views,
+#    each an $(N, D)$ tensor (unnormalised, bf16 included), with the batch's other scenes as the
+#    negatives: the sum over the pairs $(i, j)$, $i < j$, of `graph` (`"core"`: $(0, j)$ for every
+#    $j \ge 1$, Eq. 5; `"full"`: every pair, Eq. 6) of $\mathcal L^{V_i,V_j} + \mathcal L^{V_j,V_i}$,
+#    each direction the mean over the $N$ anchors of $-\log$ softmax of the cosines$/\tau$ at the
+#    anchor's own scene (Eq. 2-3); return a 0-dim tensor.
+#    **Checked** (`check("12.1", ...)` below), against `losses.cmc_loss`. Then build
+#    `z = [f64(6, 4, seed=s) for s in range(3)]` and check
 #    `cmc_loss(z, 0.1, "full") - cmc_loss(z, 0.1, "core")` equals the two-view loss between views 1
 #    and 2, `cmc_loss([z[1], z[2]], 0.1)` (assert with `torch.testing.assert_close`). Then train
 #    `cmc-cifar10-cpu` with `cmc_views="L,ab,grad"` and `graph=full` at this chapter's budget: does the
 #    third ("depth-like") view change the kNN top-1? State the number you get next to the two-view run's.
-# 2. **L_in against L_out.** For 20 random batches (`f64(8, 2, 4, seed=s)` with labels
-#    `torch.randint(0, 3, (8,))`) assert `L_in <= L_out`, computing L_in as in the SupCon cell. Then
+# 2. **L_out by hand, against L_in.** Write `my_supcon_loss(features, labels, temperature)` for
+#    features $(N, V, D)$ of $N$ images in $V \ge 2$ views (unnormalised, bf16 included) and integer
+#    labels $(N,)$: $\mathcal L_{out}$ (Eq. 2) as the **mean** over the $VN$ anchors (not the sum),
+#    with $A(i) = I \setminus \{i\}$ and $P(i)$ the other samples of the anchor's label; return a 0-dim
+#    tensor. **Checked** (`check("12.2", ...)` below), against `losses.supcon_loss`.
+#    Then, for 20 random batches (`f64(8, 2, 4, seed=s)` with labels
+#    `torch.randint(0, 3, (8,))`), assert `L_in <= L_out`, computing L_in as in the SupCon cell. Then
 #    show that dividing by $|P(i)|$ inside the log does not change the gradient of L_in (compare
 #    `torch.autograd.grad` with and without the division). Expected: equal gradients, to 1e-12.
 # 3. **SupCon without labels is SimCLR.** Assert `supcon_loss(features, torch.arange(N), tau)` equals
 #    `nt_xent(features[:, 0], features[:, 1], tau)` for a batch of your own, and that
 #    `build_method(get_preset("supcon-cifar10-cpu").replace(width=0.125, label_share=0.0), ...)`'s
 #    `training_labels(labels, index)` gives every image its own class (`-1 - index`).
-# 4. **The clamp.** With `ClipLoss(init_temperature=0.009)` (so $e^t \approx 111$), assert that
+# 4. **CLIP's loss by hand, and the clamp.** Write `my_clip_loss(image_emb, text_emb, logit_scale)` for
+#    $(N, D)$ image and text embeddings (row $i$ of each a matching pair; unnormalised, bf16 included)
+#    and a logit scale $s > 0$ (a float or a 0-dim tensor; it multiplies the cosines): the mean of the
+#    image $\to$ text (rows) and text $\to$ image (columns) cross-entropies of the $N \times N$ logits,
+#    as a 0-dim tensor. **Checked** (`check("12.4", ...)` below), against `losses.clip_loss`.
+#    Then, with `ClipLoss(init_temperature=0.009)` (so $e^t \approx 111$), assert that
 #    `logit_scale()` is 100 and that after one backward pass `log_logit_scale.grad == 0`; with
 #    `init_temperature=0.011` ($e^t \approx 91$) assert the gradient is non-zero.
 # 5. **Unknown words.** Build the ten prototypes from the held-out synonyms
@@ -786,3 +803,30 @@ print(f"chapter wall time: {time.perf_counter() - chapter_start:.0f} s (smoke mo
 #    {light} photo." and "a photo of a {colour} {cls}." become indistinguishable to the text encoder
 #    (check `clip.text(tokenizer.encode(["a red car .", "car red a ."]))` gives two equal rows), yet the
 #    accuracy per template changes little, because the class word alone carries the label.
+
+# %%
+from contrastive_lab.exercises import check
+
+
+def my_cmc_loss(z, temperature, graph):
+    raise NotImplementedError  # your code here
+
+
+check("12.1", my_cmc_loss)
+
+# %%
+def my_supcon_loss(features, labels, temperature):
+    raise NotImplementedError  # your code here
+
+
+check("12.2", my_supcon_loss)
+
+# %%
+def my_clip_loss(image_emb, text_emb, logit_scale):
+    raise NotImplementedError  # your code here
+
+
+check("12.4", my_clip_loss)
+
+# %%
+print(runtime.chapter_report())
