@@ -74,6 +74,27 @@ def straight(tmp_path_factory) -> Path:
     return out
 
 
+def still_running_after(proc: subprocess.Popen, ckpt: Path, writes: int, delay: float) -> bool:
+    """Wait until ``ckpt`` has been (re)written ``writes`` times, then ``delay`` seconds more; False
+    as soon as the process ends first (the run finished before that moment)."""
+    def stamp():
+        return ckpt.stat().st_mtime_ns if ckpt.exists() else None
+
+    last, seen = stamp(), 0
+    while seen < writes:
+        if proc.poll() is not None:
+            return False
+        now = stamp()
+        if now != last:
+            last, seen = now, seen + 1
+        time.sleep(0.005)
+    try:
+        proc.wait(timeout=delay)
+        return False
+    except subprocess.TimeoutExpired:
+        return True
+
+
 @pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume_ends_bit_identical_with_a_clean_log(straight, tmp_path):
     """SIGKILL during start-up, training steps, checkpoint writes (one per step) and the final
@@ -87,9 +108,11 @@ def test_sigkill_at_random_moments_then_resume_ends_bit_identical_with_a_clean_l
         proc = subprocess.Popen(cli(out, "epochs=6", "checkpoint_every=1", "knn_every=2", resume=resume),
                                 env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         if attempt < 8:  # the first eight get killed somewhere between start-up and the end
-            try:
-                proc.wait(timeout=float(rng.uniform(2.0, 9.0)))
-            except subprocess.TimeoutExpired:
+            # the moment is drawn in the run's own progress (0-3 checkpoint writes, then up to 0.3 s),
+            # not in seconds, so that it lands inside the run on a fast machine and a slow one alike
+            writes, delay = int(rng.integers(0, 4)), float(rng.uniform(0.0, 0.3))
+            if still_running_after(proc, out / "checkpoints" / "last.pt", writes,
+                                   delay if writes else float(rng.uniform(0.5, 2.5))):
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
                 kills += 1
