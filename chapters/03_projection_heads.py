@@ -480,11 +480,46 @@ print(f"chapter 03 ran in {time.perf_counter() - chapter_start:.0f} s")
 # 2. Train the `linear` head with `proj_dim=16` instead of 64, so that the null space of $W$ grows
 #    from 64 to 112 of the 128 dimensions of $h$. Does $h$ keep more colour information, and
 #    does $z$ keep less?
+#    **Checked** (`check("03.2", ...)` below): first write `my_invisible_part(h, head)`, the component
+#    of each row of $h$ in the null space of the head's $W$ (what $z = Wh + b$ does not depend on), as a
+#    float64 `(B, d)` tensor; then report its share of $\lVert h\rVert^2$ for `proj_dim` 64 and 16.
 # 3. Replace the linear probe in the transformation experiment by a kNN classifier
 #    (`evaluate.knn_accuracy`). Which transformation is still detectable, and why is kNN a
 #    harder test than a linear probe for "the information is there"?
 # 4. SimCLR v2 fine-tunes from the *first layer* of its 3-layer head. Train with
 #    `head="simclr_v2"`, compute the features after the first Linear-BN-ReLU block of
 #    `method.head.layers`, and compare their linear-probe accuracy with $h$ and $z$.
+#    **Checked** (`check("03.4", ...)` below): `my_first_block(head, h)`, those features for a batch
+#    `h`, with BatchNorm in eval mode whatever mode the head was left in.
 # 5. Count parameters: for which encoder width does the `simclr_v1` head have as many parameters
 #    as the ResNet-10 encoder itself? (Use `heads.build_head` and `encoders.build_encoder`.)
+#    **Checked** (`check("03.5", ...)` below): first count a head's parameters from its layer list,
+#    without building it: `my_head_params(kind, in_dim, out_dim, hidden_dim)`.
+
+# %%
+from contrastive_lab import runtime
+from contrastive_lab.exercises import check
+
+
+def my_invisible_part(h, head):
+    raise NotImplementedError  # your code here
+
+
+check("03.2", my_invisible_part)
+
+# %%
+def my_first_block(head, h):
+    raise NotImplementedError  # your code here
+
+
+check("03.4", my_first_block)
+
+# %%
+def my_head_params(kind, in_dim, out_dim, hidden_dim):
+    raise NotImplementedError  # your code here
+
+
+check("03.5", my_head_params)
+
+# %%
+print(runtime.chapter_report())
