@@ -137,3 +137,26 @@ def test_in_smoke_mode_a_check_cell_fails_when_the_solution_fails_its_check(monk
         check("04.2", stub, verbose=False)
     monkeypatch.setenv(runtime.SMOKE_ENV, "0")
     assert "please report this" in "\n".join(check("04.2", stub, verbose=False).lines)
+
+
+def _chapter_texts() -> list[Path]:
+    return sorted((ROOT / "chapters").glob("[0-9][0-9]_*.py"))
+
+
+@pytest.mark.parametrize("text", _chapter_texts(), ids=lambda p: p.stem)
+def test_every_chapter_has_three_exercises_two_of_them_checked_in_its_own_cells(text: Path):
+    """Issue 22's acceptance: at least 3 numbered exercises after '## Exercises', at least 2 of them with a
+    check cell; every exercise the chapter checks is registered, and every registered exercise of the
+    chapter has its check cell there (so nbmake runs it in smoke mode)."""
+    import re
+
+    source = text.read_text()
+    exercises = source[source.rindex("# ## Exercises"):]
+    numbered = re.findall(r"^# (\d+)\. ", exercises, flags=re.M)
+    assert len(numbered) >= 3, f"{text.name}: {len(numbered)} numbered exercises, want at least 3"
+    chapter = text.name[:2]
+    called = set(re.findall(rf"""^check(?:_value)?\(["']({chapter}\.\d+)["']""", exercises, flags=re.M))
+    registered = {k for k in EXERCISES if k.startswith(chapter + ".")}
+    assert len(called) >= 2, f"{text.name}: {len(called)} checked exercises ({sorted(called)}), want at least 2"
+    assert called == registered, f"{text.name}: check cells for {sorted(called)}, registered {sorted(registered)}"
+    assert {c.split(".")[1] for c in called} <= set(numbered), f"{text.name}: a check for an exercise not listed"
