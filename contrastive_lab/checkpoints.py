@@ -14,7 +14,8 @@ resumes one; chapter 13 resumes one on several processes.)
 
 The format: a dict with ``version`` (:data:`CHECKPOINT_VERSION`), ``config`` (``Config.to_dict()``),
 ``step``, ``method`` (the method's ``state_dict``), ``optimizer``, ``scheduler``, ``context`` (the
-counts the method was built with), ``fitted_steps`` and ``rng``. Version 1 files (before the methods
+counts the method was built with), ``fitted_steps``, ``knn_step`` (the last step the kNN monitor
+measured; absent before 2026-12-07), ``results``, ``finished`` and ``rng``. Version 1 files (before the methods
 had options classes) are read too: their flat config is converted (``config.config_from_dict``).
 """
 

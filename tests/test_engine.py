@@ -66,6 +66,60 @@ def test_two_epochs_equal_one_epoch_resume_one_epoch_bit_for_bit(tmp_path):
             assert torch.equal(torch.as_tensor(sa[k]), torch.as_tensor(sb[k]))
 
 
+
+def _metric_rows(run: Path) -> list[dict[str, str]]:
+    """metrics.csv without its wall-clock columns (they differ between runs)."""
+    with open(run / "metrics.csv", newline="") as f:
+        return [{k: v for k, v in r.items() if k not in ("time_s", "images_per_s")} for r in csv.DictReader(f)]
+
+
+class _Killed(BaseException):
+    """Stands for a SIGKILL: no handler of the engine catches it, nothing after it runs."""
+
+
+def test_a_kill_during_an_epochs_knn_resumes_before_that_epochs_end_and_logs_the_row(tmp_path, monkeypatch):
+    """The checkpoint of a step that ends an epoch with a kNN due is written after the kNN's row: a
+    kill during that kNN resumes from the step before, replays the step and logs the row. (Before
+    2026-12-07 the checkpoint came first, and the resumed run never logged that epoch's kNN.)"""
+    from contrastive_lab.engine import loop
+
+    cfg = tiny_config(epochs=4, knn_every=1, checkpoint_every=1)  # 3 steps per epoch, 12 in all
+    train(cfg, tmp_path / "straight", verbose=False)
+    real = loop.monitor_knn
+
+    def killed_in_epoch_2(run, tag, key=None):
+        if tag == "epoch 2":
+            raise _Killed
+        return real(run, tag, key)
+
+    monkeypatch.setattr(loop, "monitor_knn", killed_in_epoch_2)
+    with pytest.raises(_Killed):
+        train(cfg, tmp_path / "run", verbose=False)
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == 5
+    monkeypatch.setattr(loop, "monitor_knn", real)
+    assert train(cfg, tmp_path / "run", resume=True, verbose=False)["stop_reason"] == "finished"
+    assert [r["step"] for r in _metric_rows(tmp_path / "run") if r["knn_top1"]] == ["0", "3", "6", "9", "12"]
+    assert _metric_rows(tmp_path / "run") == _metric_rows(tmp_path / "straight")
+    a, b = weights(tmp_path / "straight"), weights(tmp_path / "run")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_run_stopped_at_an_epochs_end_runs_that_epochs_knn_when_resumed(tmp_path):
+    """Stopped (a signal, ``stop_at_step``) at a step that ends an epoch, before its kNN ran: the
+    checkpoint says the kNN is still due, and the resumed run measures it first, once; the log
+    equals an uninterrupted run's."""
+    cfg = tiny_config(epochs=4, knn_every=1, checkpoint_every=1)
+    train(cfg, tmp_path / "straight", verbose=False)
+    first = train(cfg, tmp_path / "run", verbose=False, stop_at_step=6)
+    assert first["stop_reason"] == "stop_at_step"
+    assert [r["step"] for r in _metric_rows(tmp_path / "run") if r["knn_top1"]] == ["0", "3"]
+    knn_step = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt").get("knn_step")
+    train(cfg, tmp_path / "run", resume=True, verbose=False)
+    assert _metric_rows(tmp_path / "run") == _metric_rows(tmp_path / "straight")
+    assert knn_step == 3  # the checkpoint at step 6 knew that epoch 2's kNN had not run
+    train(cfg, tmp_path / "run", resume=True, verbose=False)  # finished: nothing measured again
+    assert _metric_rows(tmp_path / "run") == _metric_rows(tmp_path / "straight")
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])  # bf16 on the CPU: the GEMM weight gradient too
 def test_mid_epoch_resume_is_exact(tmp_path, precision):
     cfg = tiny_config(epochs=1, precision=precision)

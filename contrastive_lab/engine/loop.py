@@ -42,6 +42,8 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, verbose: bool 
         return run.results
     if run.step == 0:
         monitor_knn(run, "random init", "knn_random")
+    elif knn_due(run) and run.knn_step != run.step:  # stopped at an epoch's end before its kNN ran
+        monitor_knn(run, f"epoch {run.step // run.steps_per_epoch}")
     announce(run)
     reason = None
     with StopSignals() as stop:
@@ -58,15 +60,27 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, verbose: bool 
                 refit_schedule(run)
                 if run.step % 10 == 0 or run.step == run.total_steps:
                     log_step(run, logs)
-                if run.step % cfg.checkpoint_every == 0:
-                    save(run)
+                if run.step % cfg.checkpoint_every == 0 and not knn_due(run):
+                    save(run)  # (at an epoch's end with a kNN due, saved after it: a resume never skips it)
                 reason = stop_reason(run, stop, stop_at_step)
                 if reason is not None:
                     break
             end_epoch(run, epoch, epoch_loss, epoch_steps, run.clock() - t0)
-            if reason is None and cfg.knn_every and (epoch + 1) % cfg.knn_every == 0 and run.step < run.total_steps:
+            if reason is None and knn_due(run):
                 monitor_knn(run, f"epoch {epoch + 1}")
+                if run.step % cfg.checkpoint_every == 0:
+                    save(run)
     return finish(run, reason or "finished", stop.signum)
+
+
+def knn_due(run: Run) -> bool:
+    """Whether ``run.step`` ends an epoch after which the kNN monitor runs (every ``knn_every``
+    epochs, but not after the last step: the final evaluation measures that one). The checkpoint of
+    such a step is written after the monitor's row, so a kill in between resumes before the step
+    and replays it, row included, instead of resuming after it without the row."""
+    every, per_epoch = run.cfg.knn_every, run.steps_per_epoch
+    return (bool(every) and run.step % per_epoch == 0 and (run.step // per_epoch) % every == 0
+            and 0 < run.step < run.total_steps)
 
 
 def run_steps(run: Run, steps: int, on_step: Callable[[Run, dict[str, float]], None] | None = None) -> list[dict]:
@@ -180,6 +194,7 @@ def monitor_knn(run: Run, tag: str, key: str | None = None) -> dict[str, float]:
     written as a metrics.csv row, and kept in ``run.results[key]`` (``key + "_z"`` for z)."""
     if run.monitor is None:
         return {}
+    run.knn_step = run.step
     t0 = run.clock()
     head = getattr(run.method, "head", None)
     accs = run.monitor(run.method.encoder, head, run.device) if run.is_main else {}

@@ -97,6 +97,7 @@ class Run:
     images_seen: int = 0
     finished: bool = False  # resumed a run that had already finished: nothing to do
     redo_final: bool = False  # resumed a run whose training ended but whose final evaluation did not
+    knn_step: int = -1  # the last step the kNN monitor measured (saved: a resume redoes one it missed)
 
     @property
     def is_main(self) -> bool:
@@ -263,6 +264,7 @@ def restore(run: Run, state: dict[str, Any]) -> None:
     torch.set_rng_state(state["rng"]["torch"])
     run.step = int(state["step"])
     run.fitted_steps = int(state.get("fitted_steps", 0))  # fit_to_budget's schedule, once fixed, stays
+    run.knn_step = int(state.get("knn_step", run.step))  # (checkpoints before 2026-12-07: taken as measured)
     run.total_steps = run.fitted_steps or run.total_steps
     run.finished = bool(state.get("finished")) and run.step >= run.total_steps
     run.redo_final = run.step >= run.total_steps and not run.finished  # killed during the final evaluation
@@ -290,6 +292,7 @@ def save(run: Run, finished: bool = False) -> None:
         "context": {k: v for k, v in vars(replace(run.context, total_steps=run.total_steps)).items()
                     if k != "recipe"},
         "fitted_steps": run.fitted_steps,
+        "knn_step": run.knn_step,
         "results": dict(run.results),
         "rng": {"torch": torch.get_rng_state(),
                 "views": run.batches.generator.get_state() if hasattr(run.batches, "generator")
