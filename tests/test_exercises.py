@@ -160,3 +160,18 @@ def test_every_chapter_has_three_exercises_two_of_them_checked_in_its_own_cells(
     assert len(called) >= 2, f"{text.name}: {len(called)} checked exercises ({sorted(called)}), want at least 2"
     assert called == registered, f"{text.name}: check cells for {sorted(called)}, registered {sorted(registered)}"
     assert {c.split(".")[1] for c in called} <= set(numbered), f"{text.name}: a check for an exercise not listed"
+
+
+def test_a_check_cell_shows_its_lines_once_and_not_the_results_repr(capsys):
+    """The check is a cell's last expression: IPython's display hook must add nothing after the lines
+    check printed (no ``CheckResult(exercise=...)`` repr), and show the lines of a quiet check."""
+    from IPython.core.formatters import DisplayFormatter
+
+    formatter = DisplayFormatter()
+    loud = check("04.2", solution("04.2"))
+    printed = capsys.readouterr().out
+    assert "04.2" in printed and formatter.format(loud) == ({}, {})
+    assert capsys.readouterr().out == ""
+    quiet = check("04.2", solution("04.2"), verbose=False)
+    assert capsys.readouterr().out == "" and formatter.format(quiet) == ({}, {})
+    assert capsys.readouterr().out == printed

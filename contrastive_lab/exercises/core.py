@@ -82,14 +82,21 @@ def register(exercise: Exercise | ValueExercise) -> Exercise | ValueExercise:
 
 @dataclass
 class CheckResult:
-    """What a check found: ``passed`` and the lines it printed."""
+    """What a check found: ``passed`` and the lines it printed. As a notebook cell's last value it
+    shows nothing more when the check printed already (``verbose=True``), else its lines."""
 
     exercise: str
     passed: bool
     lines: list[str]
+    printed: bool = field(default=False, repr=False, compare=False)
 
     def __bool__(self) -> bool:
         return self.passed
+
+    def _ipython_display_(self) -> None:
+        """IPython's display hook: the lines once, never the dataclass's repr after them."""
+        if not self.printed:
+            print("\n".join(self.lines))
 
 
 def _get(exercise_id: str) -> Exercise | ValueExercise:
@@ -187,7 +194,7 @@ def check(exercise_id: str, fn: Callable[..., Any], verbose: bool = True) -> Che
                     raise AssertionError("\n".join([f"{ex.id}: the solution fails its own check", *demo])) from None
     if verbose:
         print("\n".join([head, *lines]))
-    return CheckResult(ex.id, ok, [head, *lines])
+    return CheckResult(ex.id, ok, [head, *lines], printed=verbose)
 
 
 def check_value(exercise_id: str, value: float | None, verbose: bool = True) -> CheckResult:
@@ -214,4 +221,4 @@ def check_value(exercise_id: str, value: float | None, verbose: bool = True) -> 
                  *([] if ok else [f"  hint: {ex.hint}"])]
     if verbose:
         print("\n".join(lines))
-    return CheckResult(ex.id, ok, lines)
+    return CheckResult(ex.id, ok, lines, printed=verbose)
