@@ -120,6 +120,22 @@ def test_a_run_stopped_at_an_epochs_end_runs_that_epochs_knn_when_resumed(tmp_pa
     train(cfg, tmp_path / "run", resume=True, verbose=False)  # finished: nothing measured again
     assert _metric_rows(tmp_path / "run") == _metric_rows(tmp_path / "straight")
 
+
+def test_a_run_stopped_by_its_time_budget_at_an_epochs_end_logs_that_kNN_once_when_resumed(tmp_path, monkeypatch):
+    """A time budget ends the run at step 6, an epoch's end with a kNN due: the final evaluation
+    measures that step, and a resume with a larger budget does not measure it again."""
+    from contrastive_lab.engine import loop
+
+    cfg = tiny_config(epochs=4, knn_every=1, checkpoint_every=1)
+    real = loop.stop_reason
+    monkeypatch.setattr(loop, "stop_reason", lambda run, stop, at: "time budget" if run.step == 6 else real(run, stop, at))
+    assert train(cfg, tmp_path / "run", verbose=False)["stop_reason"] == "time budget"
+    monkeypatch.setattr(loop, "stop_reason", real)
+    assert train(cfg.replace(time_budget_s=0), tmp_path / "run", resume=True, verbose=False)["step"] == 12
+    knn_steps = [r["step"] for r in _metric_rows(tmp_path / "run") if r["knn_top1"]]
+    assert knn_steps == ["0", "3", "6", "9", "12"]
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])  # bf16 on the CPU: the GEMM weight gradient too
 def test_mid_epoch_resume_is_exact(tmp_path, precision):
     cfg = tiny_config(epochs=1, precision=precision)

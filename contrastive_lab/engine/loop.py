@@ -217,7 +217,7 @@ def monitor_knn(run: Run, tag: str, key: str | None = None) -> dict[str, float]:
 
 def finish(run: Run, reason: str, signum: int | None) -> dict[str, Any]:
     """Save; unless interrupted, the final kNN, the classifier's top-1, the figures and results.json,
-    and then the checkpoint again, marked finished: a kill at any moment in between leaves a run
+    and then the checkpoint again (marked finished when the schedule is done): a kill at any moment in between leaves a run
     that a resume completes (it re-runs only this final evaluation)."""
     save(run)
     run.results.update(step=run.step, schedule_steps=run.total_steps, stop_reason=reason,
@@ -238,7 +238,8 @@ def finish(run: Run, reason: str, signum: int | None) -> dict[str, Any]:
         if run.cfg.figures:
             run_figures(run.out, run.method.encoder, run.train_ds, run.test_ds, run.device, run.cfg)
         write_atomically(run.out / "results.json", results_json(run.results))
-    if reason == "finished":
-        save(run, finished=True)
+    # saved again after the evaluation: marked finished, or (a time budget) knowing this step's kNN
+    # was measured, so a resume with a larger budget does not log it twice
+    save(run, finished=reason == "finished")
     dist_utils.cleanup_distributed()
     return run.results
