@@ -202,10 +202,10 @@ COMMANDS = {"train": cmd_train, "eval": cmd_eval, **EMBEDDING_COMMANDS, "presets
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         result = COMMANDS[args.verb](args)
-    except KeyboardInterrupt:  # Ctrl-C before the training loop (start-up), or a second Ctrl-C
+    except KeyboardInterrupt:  # Ctrl-C before the training loop (start-up, parsing), or a second Ctrl-C
         print("interrupted (Ctrl-C) before a checkpoint could be written; nothing was saved by this call",
               file=sys.stderr)
         return exit_code(None)
