@@ -152,14 +152,19 @@ def test_a_signal_saves_a_resumable_checkpoint_and_exits_with_128_plus_the_signa
     assert rows(out) == rows(straight)
 
 
-@pytest.mark.parametrize("moment", [0.2, 0.4, 0.7])
-def test_ctrl_c_during_start_up_ends_with_one_line_and_exit_code_130(tmp_path, moment):
-    """While the libraries load (torch alone takes longer than 0.7 s). A KeyboardInterrupt raised
-    inside a library's import was, at some moments, swallowed (the run trained on and exited 0), left
-    numpy half imported (RecursionError), or ended the process by SIGINT (-2): __main__ now notes the
-    Ctrl-C during the imports and exits after them."""
-    proc = subprocess.Popen(cli(tmp_path / "run", "epochs=1"), env=env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+@pytest.mark.parametrize("launcher,moment", [("module", 0.2), ("module", 0.4), ("module", 0.7), ("command", 0.4)])
+def test_ctrl_c_during_start_up_ends_with_one_line_and_exit_code_130(tmp_path, launcher, moment):
+    """While the libraries load (torch alone takes longer than 0.7 s), through ``python -m
+    contrastive_lab`` and the installed ``contrastive-lab`` command. A KeyboardInterrupt raised inside a
+    library's import was, at some moments, swallowed (the run trained on and exited 0), left numpy
+    half imported (RecursionError), or ended the process by SIGINT (-2): ``__main__.run`` now notes
+    the Ctrl-C during the imports and exits after them."""
+    args = cli(tmp_path / "run", "epochs=1")
+    if launcher == "command":
+        command = Path(sys.executable).parent / "contrastive-lab"
+        assert command.is_file(), f"{command} is not installed: run make install"
+        args = [str(command), *args[3:]]  # [python, -m, contrastive_lab, train, ...] -> [contrastive-lab, train, ...]
+    proc = subprocess.Popen(args, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(moment)  # the libraries are still loading: no training loop, no checkpoint yet
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
